@@ -1,0 +1,85 @@
+//! distributor's datapath: XDP and TC programs.
+//!
+//! Entry points are one-line wrappers around `try_*` functions. On any error
+//! the packet goes to the kernel stack untouched (`XDP_PASS` / `TC_ACT_OK`):
+//! the stack is authoritative for everything the datapath does not own, so
+//! passing is always safe, while dropping or half-rewriting is not.
+#![no_std]
+#![no_main]
+
+mod packet;
+mod stats;
+
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
+use distributor_common::maps::hook;
+
+use crate::packet::Packet;
+
+/// XDP on every gateway interface (the `xdp` datapath mode).
+#[xdp]
+pub fn dist_xdp(ctx: XdpContext) -> u32 {
+    match try_xdp(&ctx) {
+        Ok(action) => action,
+        Err(()) => xdp_action::XDP_PASS,
+    }
+}
+
+/// TC ingress on every gateway interface (the `tc` datapath mode).
+#[classifier]
+pub fn dist_tc_in(ctx: TcContext) -> i32 {
+    match try_tc(&ctx, hook::TC_INGRESS) {
+        Ok(action) => action,
+        Err(()) => TC_ACT_OK,
+    }
+}
+
+/// TC egress on every gateway interface (both modes).
+#[classifier]
+pub fn dist_tc_out(ctx: TcContext) -> i32 {
+    match try_tc(&ctx, hook::TC_EGRESS) {
+        Ok(action) => action,
+        Err(()) => TC_ACT_OK,
+    }
+}
+
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "interface indexes fit in u32 (the kernel's own type)"
+)]
+fn try_xdp(ctx: &XdpContext) -> Result<u32, ()> {
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    stats::count(
+        ctx,
+        ctx.ingress_ifindex() as u32,
+        hook::XDP_INGRESS,
+        pkt.len(),
+    );
+    stats::classify(&pkt);
+    Ok(xdp_action::XDP_PASS)
+}
+
+fn try_tc(ctx: &TcContext, hook: u32) -> Result<i32, ()> {
+    // SAFETY: `skb` points at the context the kernel handed to this program.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // TC sees GRO/GSO super-packets: count the whole skb, not the linear part.
+    stats::count(ctx, ifindex, hook, u64::from(ctx.len()));
+    let pkt = Packet::new(ctx.data(), ctx.data_end());
+    stats::classify(&pkt);
+    Ok(TC_ACT_OK)
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
+    // No panic is reachable (the verifier would reject an unbounded loop
+    // anyway); this only satisfies `no_std`.
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,86 @@
+//! Bounds-checked packet access and the few header layouts the datapath
+//! reads. All multi-byte header fields are in network byte order.
+
+use core::mem::size_of;
+
+/// EtherType of IPv4, network byte order as read from the frame.
+pub const ETH_P_IP_BE: u16 = 0x0800_u16.to_be();
+/// IP protocol number of TCP.
+pub const IPPROTO_TCP: u8 = 6;
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EthHdr {
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    /// Network byte order.
+    pub ether_type: u16,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Ipv4Hdr {
+    pub version_ihl: u8,
+    pub tos: u8,
+    /// Network byte order.
+    pub tot_len: u16,
+    pub id: u16,
+    /// Flags and fragment offset, network byte order.
+    pub frag_off: u16,
+    pub ttl: u8,
+    pub protocol: u8,
+    pub check: u16,
+    /// Network byte order.
+    pub saddr: u32,
+    /// Network byte order.
+    pub daddr: u32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct TcpHdr {
+    /// Network byte order.
+    pub source: u16,
+    /// Network byte order.
+    pub dest: u16,
+    /// Network byte order.
+    pub seq: u32,
+    /// Network byte order.
+    pub ack_seq: u32,
+    /// Data offset (high nibble) and reserved bits.
+    pub doff_res: u8,
+    pub flags: u8,
+    /// Network byte order.
+    pub window: u16,
+    pub check: u16,
+    pub urg_ptr: u16,
+}
+
+/// The linear packet data `[data, data_end)` of an XDP or TC context.
+pub struct Packet {
+    data: usize,
+    data_end: usize,
+}
+
+impl Packet {
+    pub const fn new(data: usize, data_end: usize) -> Self {
+        Self { data, data_end }
+    }
+
+    /// Bytes of linear data.
+    pub const fn len(&self) -> u64 {
+        (self.data_end - self.data) as u64
+    }
+
+    /// A pointer to a `T` at `offset`, or `Err` if it does not fit. The one
+    /// place the datapath touches packet memory: the comparison against
+    /// `data_end` is what the verifier needs to see before any access.
+    #[inline(always)]
+    pub fn ptr_at<T>(&self, offset: usize) -> Result<*const T, ()> {
+        let start = self.data + offset;
+        if start + size_of::<T>() > self.data_end {
+            return Err(());
+        }
+        Ok(start as *const T)
+    }
+}

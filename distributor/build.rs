@@ -1,0 +1,71 @@
+//! Builds the eBPF object (`distributor-ebpf`) with the pinned nightly and
+//! the project-local bpf-linker, so a plain `cargo build` works once `cargo
+//! xtask bootstrap` (which every xtask command runs first) has installed them.
+
+use std::{
+    env,
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, anyhow, bail};
+
+const HINT: &str = "run `cargo xtask bootstrap` (installs the pinned nightly and bpf-linker)";
+
+fn main() -> anyhow::Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let workspace = manifest_dir
+        .parent()
+        .context("distributor/ has no parent folder")?;
+    let ebpf_dir = workspace.join("distributor-ebpf");
+    let toolchain_file = ebpf_dir.join("rust-toolchain.toml");
+    println!("cargo:rerun-if-changed={}", toolchain_file.display());
+
+    let toolchain = pinned_toolchain(&toolchain_file)?;
+    // The same folder xtask's bootstrap installs into (xtask/src/bootstrap.rs).
+    let linker_bin = workspace.join(".tools/bpf-linker/bin");
+    println!("cargo:rerun-if-changed={}", linker_bin.display());
+
+    let toolchain_ok = Command::new("rustup")
+        .args(["run", &toolchain, "rustc", "--version"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !toolchain_ok {
+        bail!("the eBPF toolchain {toolchain} is not installed: {HINT}");
+    }
+    if !linker_bin.join("bpf-linker").is_file() {
+        bail!("bpf-linker is not in {}: {HINT}", linker_bin.display());
+    }
+
+    // aya-build runs `rustup run <toolchain> cargo build` for the eBPF crate,
+    // which finds the linker on PATH.
+    let path = env::var_os("PATH").unwrap_or_default();
+    let path = env::join_paths(std::iter::once(linker_bin).chain(env::split_paths(&path)))?;
+    // SAFETY: build scripts are single-threaded at this point.
+    unsafe { env::set_var("PATH", path) };
+
+    let ebpf_dir = ebpf_dir
+        .to_str()
+        .ok_or_else(|| anyhow!("non-UTF-8 path {}", ebpf_dir.display()))?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "distributor-ebpf",
+            root_dir: ebpf_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(&toolchain),
+    )
+    .with_context(|| format!("building the eBPF object failed; if tools are missing, {HINT}"))
+}
+
+/// The `channel = "..."` of `distributor-ebpf/rust-toolchain.toml`.
+fn pinned_toolchain(file: &Path) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.trim().strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_owned())
+        .next()
+        .with_context(|| format!("no channel in {}", file.display()))
+}

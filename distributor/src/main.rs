@@ -1,0 +1,147 @@
+//! distributor: per-request HTTP/1.1 load balancing with responses spliced
+//! in the kernel. This binary is the control plane and its CLI.
+
+mod config;
+mod datapath;
+#[expect(dead_code, reason = "used by the proxy, which lands next")]
+mod http;
+mod instance;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::{
+    config::{Config, DEFAULT_PIN_DIR, DatapathMode},
+    datapath::Datapath,
+    instance::InstanceLock,
+};
+
+#[derive(Parser)]
+#[command(version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway until SIGINT or SIGTERM.
+    Run {
+        /// The configuration file (TOML).
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Parse and validate a configuration file, then exit.
+    CheckConfig {
+        /// The configuration file (TOML).
+        file: PathBuf,
+    },
+    /// Print the datapath's counters (read from the pinned maps).
+    Stats {
+        /// The pin directory of the running instance.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> std::process::ExitCode {
+    match main_inner() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // One line with the whole cause chain; no backtrace for users.
+            eprintln!("distributor: error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn main_inner() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Run { config } => {
+            let config = Config::load(&config)?;
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the tokio runtime")?
+                .block_on(run(config))
+        }
+        Command::CheckConfig { file } => {
+            Config::load(&file)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Stats { pin_dir, json } => {
+            let snapshot = datapath::stats::read(&pin_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&snapshot)?);
+            } else {
+                print!("{}", snapshot.render());
+            }
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    let _lock = InstanceLock::acquire(&config.datapath.pin_dir)?;
+    // Registered before attaching, so a signal that arrives during start-up
+    // still runs the clean-up below.
+    let mut sigint = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    let mut sigterm = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+
+    let mut datapath = match config.datapath.mode {
+        DatapathMode::Off => None,
+        _ => Some(Datapath::start(&config.datapath)?),
+    };
+    let logger = match datapath.as_mut() {
+        Some(dp) => Some(spawn_ebpf_logger(dp)?),
+        None => None,
+    };
+    info!(pid = std::process::id(), "distributor running");
+
+    tokio::select! {
+        _ = sigint.recv() => info!("SIGINT: stopping"),
+        _ = sigterm.recv() => info!("SIGTERM: stopping"),
+    }
+    if let Some(task) = logger {
+        task.abort();
+    }
+    // Detach and unpin before the lock is released.
+    drop(datapath);
+    info!("stopped");
+    Ok(())
+}
+
+/// Forwards `aya-log` records from the datapath to our log. The logger owns
+/// the log map's file descriptor: it must live as long as the programs.
+fn spawn_ebpf_logger(dp: &mut Datapath) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let logger = aya_log::EbpfLogger::init(dp.ebpf_mut()).context("starting the eBPF logger")?;
+    // SAFETY: the logger owns its ring buffer's file descriptor and keeps it
+    // open, unchanged, until it is dropped together with the AsyncFd.
+    let mut logger = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE)
+    }
+    .map_err(|e| anyhow::anyhow!("polling the eBPF log ring: {e}"))?;
+    Ok(tokio::spawn(async move {
+        loop {
+            let Ok(mut guard) = logger.readable_mut().await else {
+                return;
+            };
+            guard.get_inner_mut().flush();
+            guard.clear_ready();
+        }
+    }))
+}
