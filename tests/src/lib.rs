@@ -1,1 +1,234 @@
+//! The namespace testbed shared by the demo, the end-to-end tests and the
+//! benchmark.
+//!
+//! One [`Testbed`] is a client namespace, a gateway namespace and N backend
+//! namespaces, each backend on its own host address, joined by veth links:
+//!
+//! ```text
+//!  client ns               gateway ns                       backend ns (one per backend)
+//!  eth0 198.51.100.2 ---- c0 198.51.100.1
+//!                          lo 203.0.113.1 (virtual IP)
+//!                          b1 192.0.2.5/30 -------------- eth0 192.0.2.6   nginx "b1"
+//!                          b2 192.0.2.9/30 -------------- eth0 192.0.2.10  nginx "b2"
+//!                          ...
+//! ```
+//!
+//! Only documentation address ranges are used, and only inside namespaces the
+//! testbed creates. Names carry the creating process id and a counter, so
+//! parallel tests never collide, and a run that was killed leaves names that
+//! the next run recognises (dead pid) and removes. Everything is torn down on
+//! drop, also when a test panics.
 
+mod backend;
+mod client;
+mod gateway;
+mod netns;
+mod process;
+
+use std::{
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+use anyhow::{Context as _, Result};
+
+pub use crate::{
+    backend::{Backend, Object},
+    client::Response,
+    gateway::{bpftool_dump, distributor_bin, pinned_map_id, programs_using_map},
+    netns::Netns,
+    process::Daemon,
+};
+
+/// Prefix of every namespace the testbed creates.
+pub const NS_PREFIX: &str = "dist-";
+/// The gateway's address on the client side.
+pub const GATEWAY_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
+/// The client's address.
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
+/// The virtual IP the balancer serves on (on the gateway's loopback).
+pub const VIP: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
+/// The gateway's client-side interface.
+pub const CLIENT_IFACE: &str = "c0";
+
+/// What to build.
+#[derive(Debug, Clone)]
+pub struct TestbedConfig {
+    /// Number of backends (1..=60).
+    pub backends: usize,
+    /// Object sizes every backend serves at `/obj/<size>`, random content
+    /// that differs per backend (so a body's sha256 also says who sent it).
+    pub object_sizes: Vec<usize>,
+}
+
+impl Default for TestbedConfig {
+    fn default() -> Self {
+        Self {
+            backends: 3,
+            object_sizes: vec![1024, 64 * 1024],
+        }
+    }
+}
+
+/// A running testbed. Dropping it stops every process in its namespaces and
+/// deletes them.
+pub struct Testbed {
+    /// Unique id of this testbed: `<pid>-<n>`.
+    pub id: String,
+    pub client: Netns,
+    pub gateway: Netns,
+    pub backends: Vec<Backend>,
+    /// Scratch folder (configs, logs, nginx roots); removed on drop.
+    pub dir: PathBuf,
+}
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+impl Testbed {
+    /// Builds the namespaces, links and routes, and starts one nginx per
+    /// backend.
+    pub fn new(config: &TestbedConfig) -> Result<Self> {
+        anyhow::ensure!(
+            (1..=60).contains(&config.backends),
+            "backends must be 1..=60, not {}",
+            config.backends
+        );
+        netns::remove_stale()?;
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = std::env::temp_dir().join(format!("distributor-testbed-{id}"));
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+
+        // From here on, Drop undoes whatever part of the set-up succeeded.
+        let mut bed = Self {
+            client: Netns::create(&format!("{NS_PREFIX}{id}-cli"))?,
+            gateway: Netns::create(&format!("{NS_PREFIX}{id}-gw"))?,
+            backends: Vec::new(),
+            id,
+            dir,
+        };
+        bed.wire_client()?;
+        for i in 1..=config.backends {
+            let backend = Backend::create(&bed, i, &config.object_sizes)?;
+            bed.backends.push(backend);
+        }
+        for b in &mut bed.backends {
+            b.wait_ready()?;
+        }
+        Ok(bed)
+    }
+
+    fn wire_client(&self) -> Result<()> {
+        let gw = &self.gateway;
+        let cli = &self.client;
+        gw.ip(&[
+            "link",
+            "add",
+            "name",
+            CLIENT_IFACE,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            &cli.name,
+        ])?;
+        gw.ip(&[
+            "addr",
+            "add",
+            &format!("{GATEWAY_CLIENT_ADDR}/24"),
+            "dev",
+            CLIENT_IFACE,
+        ])?;
+        gw.ip(&["link", "set", "dev", CLIENT_IFACE, "up"])?;
+        gw.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        gw.sysctl("net.ipv4.ip_forward", "1")?;
+        cli.ip(&["addr", "add", &format!("{CLIENT_ADDR}/24"), "dev", "eth0"])?;
+        cli.ip(&["link", "set", "dev", "eth0", "up"])?;
+        cli.ip(&[
+            "route",
+            "add",
+            "default",
+            "via",
+            &GATEWAY_CLIENT_ADDR.to_string(),
+        ])?;
+        Ok(())
+    }
+
+    /// The gateway's interface names: the client side first, then one per
+    /// backend.
+    #[must_use]
+    pub fn gateway_interfaces(&self) -> Vec<String> {
+        std::iter::once(CLIENT_IFACE.to_owned())
+            .chain(self.backends.iter().map(|b| b.gateway_iface.clone()))
+            .collect()
+    }
+
+    /// A bpffs pin directory unique to this testbed.
+    #[must_use]
+    pub fn pin_dir(&self) -> PathBuf {
+        PathBuf::from(format!("/sys/fs/bpf/distributor-test-{}", self.id))
+    }
+
+    /// Writes `text` to `name` in the scratch folder and returns its path.
+    pub fn write_file(&self, name: &str, text: &str) -> Result<PathBuf> {
+        let path = self.dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
+    }
+
+    /// The backend called `name` (`b1`, `b2`, ...).
+    #[must_use]
+    pub fn backend(&self, name: &str) -> Option<&Backend> {
+        self.backends.iter().find(|b| b.name == name)
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for b in &mut self.backends {
+            b.stop();
+        }
+        for ns in std::iter::once(&self.client)
+            .chain(std::iter::once(&self.gateway))
+            .chain(self.backends.iter().map(|b| &b.ns))
+        {
+            ns.destroy();
+        }
+        if std::env::var_os("DISTRIBUTOR_KEEP_TESTBED_DIR").is_none() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+/// Hex sha256 of `data`.
+#[must_use]
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(data);
+    digest.iter().fold(String::with_capacity(64), |mut s, b| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+/// Whether we run as root (the testbed needs it).
+#[must_use]
+pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Path of a file under the workspace root.
+#[must_use]
+pub fn workspace_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from(rel), |root| root.join(rel))
+}

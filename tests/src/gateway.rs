@@ -1,0 +1,130 @@
+//! distributor on the testbed's gateway.
+
+use std::{
+    path::PathBuf,
+    process::{Command, Output},
+    time::Duration,
+};
+
+use anyhow::{Context as _, Result};
+
+use crate::{Daemon, Testbed, workspace_path};
+
+/// The distributor binary: `$DISTRIBUTOR_BIN` (set by `cargo xtask test`),
+/// else the workspace's debug build.
+#[must_use]
+pub fn distributor_bin() -> PathBuf {
+    std::env::var_os("DISTRIBUTOR_BIN")
+        .map_or_else(|| workspace_path("target/debug/distributor"), PathBuf::from)
+}
+
+impl Testbed {
+    /// A configuration for this testbed: `mode` on all gateway interfaces,
+    /// maps pinned in this testbed's own pin directory.
+    #[must_use]
+    pub fn distributor_config(&self, mode: &str) -> String {
+        format!(
+            "[datapath]\nmode = \"{mode}\"\ninterfaces = {:?}\npin_dir = \"{}\"\n",
+            self.gateway_interfaces(),
+            self.pin_dir().display()
+        )
+    }
+
+    /// Starts `distributor run` in the gateway namespace with `config` and
+    /// waits until its maps are pinned (datapath modes) or it has logged
+    /// that it runs.
+    pub fn start_distributor(&self, config: &str) -> Result<Daemon> {
+        let n = rand::random::<u32>();
+        let path = self.write_file(&format!("distributor-{n}.toml"), config)?;
+        let mut cmd = self.gateway.command(&distributor_bin().to_string_lossy());
+        cmd.arg("run").arg("--config").arg(&path);
+        cmd.env("RUST_LOG", "info").env("NO_COLOR", "1");
+        let mut daemon = Daemon::spawn(
+            "distributor",
+            cmd,
+            self.dir.join(format!("distributor-{n}.log")),
+        )?;
+        let log = daemon.log.clone();
+        daemon.wait_until(Duration::from_secs(15), || {
+            std::fs::read_to_string(&log).is_ok_and(|s| s.contains("distributor running"))
+        })?;
+        Ok(daemon)
+    }
+
+    /// Runs the distributor CLI in the gateway namespace (exit status not
+    /// checked).
+    pub fn distributor_cli(&self, args: &[&str]) -> Result<Output> {
+        self.gateway
+            .command(&distributor_bin().to_string_lossy())
+            .args(args)
+            .env("NO_COLOR", "1")
+            .output()
+            .context("running distributor")
+    }
+
+    /// `distributor stats --json` for this testbed's pin directory.
+    pub fn distributor_stats(&self) -> Result<serde_json::Value> {
+        let pin_dir = self.pin_dir();
+        let out =
+            self.distributor_cli(&["stats", "--json", "--pin-dir", &pin_dir.to_string_lossy()])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "distributor stats failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("parsing distributor stats --json")
+    }
+}
+
+/// `bpftool map dump pinned PATH` as JSON.
+pub fn bpftool_dump(path: &std::path::Path) -> Result<serde_json::Value> {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "dump", "pinned"])
+        .arg(path)
+        .output()
+        .context("running bpftool")?;
+    anyhow::ensure!(
+        out.status.success(),
+        "bpftool map dump pinned {} failed: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).context("parsing bpftool output")
+}
+
+/// The kernel id of the map pinned at `path`.
+pub fn pinned_map_id(path: &std::path::Path) -> Result<u64> {
+    let out = Command::new("bpftool")
+        .args(["--json", "map", "show", "pinned"])
+        .arg(path)
+        .output()
+        .context("running bpftool")?;
+    anyhow::ensure!(out.status.success(), "no map pinned at {}", path.display());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    v["id"].as_u64().context("map without id")
+}
+
+/// Names of the loaded programs that use map `map_id`: exactly the programs
+/// of the instance that created the map (the kernel frees a program once
+/// its links and file descriptors are gone).
+pub fn programs_using_map(map_id: u64) -> Result<Vec<String>> {
+    let out = Command::new("bpftool")
+        .args(["--json", "prog", "show"])
+        .output()
+        .context("running bpftool")?;
+    anyhow::ensure!(out.status.success(), "bpftool prog show failed");
+    let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    let mut names: Vec<String> = progs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| {
+            p["map_ids"]
+                .as_array()
+                .is_some_and(|ids| ids.iter().any(|id| id.as_u64() == Some(map_id)))
+        })
+        .filter_map(|p| p["name"].as_str().map(str::to_owned))
+        .collect();
+    names.sort();
+    Ok(names)
+}
