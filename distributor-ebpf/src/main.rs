@@ -6,6 +6,14 @@
 //! passing is always safe, while dropping or half-rewriting is not.
 #![no_std]
 #![no_main]
+#![expect(
+    clippy::inline_always,
+    reason = "BPF-to-BPF calls cost verifier work and stack; the hot path is inlined on purpose"
+)]
+#![expect(
+    clippy::needless_pass_by_value,
+    reason = "the aya program macros hand the context over by value"
+)]
 
 mod packet;
 mod stats;
@@ -50,6 +58,10 @@ pub fn dist_tc_out(ctx: TcContext) -> i32 {
     clippy::cast_possible_truncation,
     reason = "interface indexes fit in u32 (the kernel's own type)"
 )]
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the entry-point shape every program keeps: rewrite steps fail with Err"
+)]
 fn try_xdp(ctx: &XdpContext) -> Result<u32, ()> {
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     stats::count(
@@ -62,6 +74,10 @@ fn try_xdp(ctx: &XdpContext) -> Result<u32, ()> {
     Ok(xdp_action::XDP_PASS)
 }
 
+#[expect(
+    clippy::unnecessary_wraps,
+    reason = "the entry-point shape every program keeps: rewrite steps fail with Err"
+)]
 fn try_tc(ctx: &TcContext, hook: u32) -> Result<i32, ()> {
     // SAFETY: `skb` points at the context the kernel handed to this program.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };

@@ -3,7 +3,7 @@
 
 use core::mem::size_of;
 
-/// EtherType of IPv4, network byte order as read from the frame.
+/// `EtherType` of IPv4, network byte order as read from the frame.
 pub const ETH_P_IP_BE: u16 = 0x0800_u16.to_be();
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;

@@ -28,7 +28,7 @@ static REASONS: PerCpuArray<u64, { reason::COUNT as usize }> = PerCpuArray::new(
 #[inline(always)]
 pub fn count<C: EbpfContext>(ctx: &C, ifindex: u32, hook: u32, bytes: u64) {
     let key = IfaceKey { ifindex, hook };
-    if let Some(c) = IFACE_STATS.get_ptr_mut(&key) {
+    if let Some(c) = IFACE_STATS.get_ptr_mut(key) {
         // SAFETY: per-CPU slot of this CPU; nothing else writes it while this
         // program runs (no preemption inside a BPF program).
         unsafe {
@@ -42,9 +42,9 @@ pub fn count<C: EbpfContext>(ctx: &C, ifindex: u32, hook: u32, bytes: u64) {
     // fails with EEXIST and this packet goes uncounted in one CPU's slot;
     // acceptable for a statistic, and far cheaper than a retry loop.
     if IFACE_STATS
-        .insert(&key, &first, u64::from(BPF_NOEXIST))
+        .insert(key, first, u64::from(BPF_NOEXIST))
         .is_err()
-        && IFACE_STATS.get_ptr_mut(&key).is_none()
+        && IFACE_STATS.get_ptr_mut(key).is_none()
     {
         bump(reason::ERR_STATS_FULL);
         // Rare (the map holds every interface times every hook), so the log

@@ -101,11 +101,13 @@ pub fn step(what: &str) {
 }
 
 /// Whether we run as root.
+#[must_use]
 pub fn is_root() -> bool {
     distributor_tests::is_root()
 }
 
 /// A `cargo` command in the workspace, on the workspace's (stable) toolchain.
+#[must_use]
 pub fn cargo() -> Command {
     let mut cmd = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     cmd.current_dir(workspace());
