@@ -3,9 +3,18 @@
 //! `distributor check-config FILE` parses and validates without touching the
 //! system; `distributor run --config FILE` does the same first.
 
-use std::path::{Path, PathBuf};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use serde::Deserialize;
+
+use crate::{
+    balance::Policy,
+    rules::{KeySource, RuleConfig, RuleSet},
+};
 
 /// Default pin directory: `bpftool map dump pinned /sys/fs/bpf/distributor/NAME`.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/distributor";
@@ -29,11 +38,180 @@ pub enum ConfigError {
     },
 }
 
-/// The whole configuration file.
+/// The whole configuration file. Every section is optional; see
+/// `distributor.example.toml` for an annotated example.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
+    pub listener: ListenerConfig,
+    pub admin: AdminConfig,
+    pub access_log: AccessLogConfig,
+    pub limits: LimitsConfig,
+    pub timeouts: TimeoutsConfig,
+    pub backend_connections: BackendConnectionsConfig,
     pub datapath: DatapathConfig,
+    /// The pool for requests no rule matches.
+    pub default_pool: Option<String>,
+    pub pools: Vec<PoolConfig>,
+    pub rules: Vec<RuleConfig>,
+}
+
+/// `[listener]`: where clients connect (the virtual IP).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ListenerConfig {
+    pub address: Option<SocketAddr>,
+    /// Client connections served at once; more wait in the accept queue.
+    pub max_connections: usize,
+}
+
+impl Default for ListenerConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// `[admin]`: Prometheus `/metrics`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    pub address: Option<SocketAddr>,
+}
+
+/// `[access_log]`: one JSON object per request.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// A file (appended), `"-"` for standard output, or `"off"`.
+    pub path: String,
+}
+
+impl Default for AccessLogConfig {
+    fn default() -> Self {
+        Self {
+            path: "-".to_owned(),
+        }
+    }
+}
+
+/// `[limits]`: caps on what a client may send.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Longest request line (414 beyond).
+    pub max_request_line: usize,
+    /// Largest request head (431 beyond).
+    pub max_head_bytes: usize,
+    /// Most header fields (431 beyond).
+    pub max_headers: usize,
+    /// Largest request body (413 beyond). Bodies are read whole before the
+    /// request goes to a backend, so a retry can resend them.
+    pub max_body_bytes: u64,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_request_line: 8 * 1024,
+            max_head_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[timeouts]`, in milliseconds.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TimeoutsConfig {
+    /// From a request's first byte to its complete head (408 beyond: the
+    /// slowloris defence).
+    pub client_head_ms: u64,
+    /// An idle keep-alive client connection is closed after this.
+    pub client_idle_ms: u64,
+    /// Reading a request body or writing a response: no progress for this
+    /// long closes the connection.
+    pub client_io_ms: u64,
+    /// Connecting to a backend (then the next server is tried).
+    pub connect_ms: u64,
+    /// From sending a request to the complete response head (504 beyond).
+    pub response_head_ms: u64,
+    /// A response body stalling this long aborts the client connection.
+    pub response_body_idle_ms: u64,
+    /// Idle pooled backend connections are closed after this.
+    pub backend_idle_ms: u64,
+}
+
+impl Default for TimeoutsConfig {
+    fn default() -> Self {
+        Self {
+            client_head_ms: 10_000,
+            client_idle_ms: 60_000,
+            client_io_ms: 30_000,
+            connect_ms: 2_000,
+            response_head_ms: 30_000,
+            response_body_idle_ms: 30_000,
+            backend_idle_ms: 30_000,
+        }
+    }
+}
+
+impl TimeoutsConfig {
+    pub const fn ms(v: u64) -> Duration {
+        Duration::from_millis(v)
+    }
+}
+
+/// `[backend_connections]`: the per-server connection pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendConnectionsConfig {
+    /// Open connections per server, busy and idle together.
+    pub max_per_server: usize,
+    /// Idle connections kept per server.
+    pub max_idle_per_server: usize,
+}
+
+impl Default for BackendConnectionsConfig {
+    fn default() -> Self {
+        Self {
+            max_per_server: 512,
+            max_idle_per_server: 128,
+        }
+    }
+}
+
+/// `[[pools]]`: a named set of servers and how to choose among them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    pub name: String,
+    #[serde(default = "default_policy")]
+    pub policy: Policy,
+    /// What `consistent-hash` hashes (ignored by other policies).
+    #[serde(default)]
+    pub hash_key: Option<KeySource>,
+    pub servers: Vec<ServerConfig>,
+}
+
+fn default_policy() -> Policy {
+    Policy::LeastLoad
+}
+
+/// One server of a pool.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    pub address: SocketAddr,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
 }
 
 /// Which hooks carry the datapath.
@@ -41,11 +219,11 @@ pub struct Config {
 #[serde(rename_all = "lowercase")]
 pub enum DatapathMode {
     /// XDP on ingress, TC on egress.
-    #[default]
     Xdp,
     /// TC on ingress and egress.
     Tc,
     /// No eBPF at all: the control plane relays every byte.
+    #[default]
     Off,
 }
 
@@ -99,6 +277,117 @@ impl Config {
 
     /// Checks what the types alone cannot.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_datapath()?;
+        self.validate_proxy()
+    }
+
+    /// The pool for requests no rule matches: `default_pool`, or the only
+    /// pool when there is one.
+    #[must_use]
+    pub fn default_pool_name(&self) -> Option<&str> {
+        match (&self.default_pool, self.pools.as_slice()) {
+            (Some(name), _) => Some(name),
+            (None, [only]) => Some(&only.name),
+            _ => None,
+        }
+    }
+
+    fn validate_proxy(&self) -> Result<(), ConfigError> {
+        let invalid = |field, problem: String| Err(ConfigError::Invalid { field, problem });
+        if self.listener.address.is_none() {
+            if !self.pools.is_empty() || !self.rules.is_empty() {
+                return invalid(
+                    "listener.address",
+                    "pools are configured but no listener address".to_owned(),
+                );
+            }
+            return Ok(());
+        }
+        if self.pools.is_empty() {
+            return invalid(
+                "pools",
+                "at least one [[pools]] is needed to serve requests".to_owned(),
+            );
+        }
+        for (i, pool) in self.pools.iter().enumerate() {
+            if pool.name.is_empty() {
+                return invalid("pools.name", format!("pools[{i}] has an empty name"));
+            }
+            if self.pools[..i].iter().any(|p| p.name == pool.name) {
+                return invalid(
+                    "pools.name",
+                    format!("pool {:?} is defined twice", pool.name),
+                );
+            }
+            if pool.servers.is_empty() {
+                return invalid(
+                    "pools.servers",
+                    format!("pool {:?} has no servers", pool.name),
+                );
+            }
+            if pool.servers.iter().all(|s| s.weight == 0) {
+                return invalid(
+                    "pools.servers.weight",
+                    format!("pool {:?}: every server has weight 0", pool.name),
+                );
+            }
+            for (j, s) in pool.servers.iter().enumerate() {
+                if pool.servers[..j].iter().any(|t| t.address == s.address) {
+                    return invalid(
+                        "pools.servers.address",
+                        format!("pool {:?} lists {} twice", pool.name, s.address),
+                    );
+                }
+            }
+            if pool.policy == Policy::ConsistentHash && pool.hash_key.is_none() {
+                return invalid(
+                    "pools.hash_key",
+                    format!(
+                        "pool {:?}: policy consistent-hash needs a hash_key",
+                        pool.name
+                    ),
+                );
+            }
+        }
+        let known = |name: &str| self.pools.iter().any(|p| p.name == name);
+        match self.default_pool_name() {
+            None => {
+                return invalid(
+                    "default_pool",
+                    "several pools: name the one for requests no rule matches".to_owned(),
+                );
+            }
+            Some(name) if !known(name) => {
+                return invalid("default_pool", format!("no pool is called {name:?}"));
+            }
+            Some(_) => {}
+        }
+        let rules = RuleSet::compile(&self.rules).map_err(|e| ConfigError::Invalid {
+            field: "rules",
+            problem: e.to_string(),
+        })?;
+        for name in rules.pools_referenced() {
+            if !known(name) {
+                return invalid("rules.pool", format!("no pool is called {name:?}"));
+            }
+        }
+        let l = &self.limits;
+        if l.max_headers == 0 || l.max_head_bytes < 64 || l.max_request_line < 16 {
+            return invalid(
+                "limits",
+                "limits are too small to parse any request".to_owned(),
+            );
+        }
+        if self.backend_connections.max_per_server == 0 {
+            return invalid(
+                "backend_connections.max_per_server",
+                "must be at least 1".to_owned(),
+            );
+        }
+        Ok(())
+    }
+
+    fn validate_datapath(&self) -> Result<(), ConfigError> {
         let d = &self.datapath;
         if d.mode != DatapathMode::Off && d.interfaces.is_empty() {
             return Err(ConfigError::Invalid {
@@ -139,7 +428,7 @@ mod tests {
     #[test]
     fn defaults_apply_to_missing_fields() {
         let c = Config::parse("[datapath]\ninterfaces = [\"eth0\"]\n").unwrap();
-        assert_eq!(c.datapath.mode, DatapathMode::Xdp);
+        assert_eq!(c.datapath.mode, DatapathMode::Off);
         assert_eq!(c.datapath.pin_dir, Path::new(DEFAULT_PIN_DIR));
         assert_eq!(c.datapath.interfaces, ["eth0"]);
     }
@@ -153,7 +442,7 @@ mod tests {
     #[test]
     fn errors_name_the_field() {
         let cases = [
-            ("[datapath]\n", "datapath.interfaces"),
+            ("[datapath]\nmode = \"xdp\"\n", "datapath.interfaces"),
             ("[datapath]\ninterfaces = [\"a\", \"a\"]\n", "listed twice"),
             (
                 "[datapath]\ninterfaces = [\"a-name-longer-than-15\"]\n",

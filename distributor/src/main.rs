@@ -1,23 +1,34 @@
 //! distributor: per-request HTTP/1.1 load balancing with responses spliced
 //! in the kernel. This binary is the control plane and its CLI.
 
+mod admin;
+mod balance;
 mod config;
 mod datapath;
-#[expect(dead_code, reason = "used by the proxy, which lands next")]
 mod http;
 mod instance;
+mod proxy;
+mod rules;
+mod track;
+mod upstream;
 
-use std::path::PathBuf;
+use std::{path::PathBuf, sync::Arc};
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::{
+    net::TcpListener,
+    signal::unix::{SignalKind, signal},
+    task::JoinSet,
+};
 use tracing::info;
 
 use crate::{
     config::{Config, DEFAULT_PIN_DIR, DatapathMode},
     datapath::Datapath,
     instance::InstanceLock,
+    track::{AccessLog, Metrics},
+    upstream::Upstreams,
 };
 
 #[derive(Parser)]
@@ -110,18 +121,64 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(dp) => Some(spawn_ebpf_logger(dp)?),
         None => None,
     };
+    let mut tasks = JoinSet::new();
+    if let Some(addr) = config.listener.address {
+        start_proxy(&config, addr, &mut tasks).await?;
+    }
     info!(pid = std::process::id(), "distributor running");
 
     tokio::select! {
         _ = sigint.recv() => info!("SIGINT: stopping"),
         _ = sigterm.recv() => info!("SIGTERM: stopping"),
     }
+    // Stop accepting and drop every connection task (their sockets close).
+    tasks.abort_all();
+    while tasks.join_next().await.is_some() {}
     if let Some(task) = logger {
         task.abort();
     }
     // Detach and unpin before the lock is released.
     drop(datapath);
     info!("stopped");
+    Ok(())
+}
+
+/// Starts the listener on the virtual IP, the idle-connection reaper and the
+/// admin endpoint.
+async fn start_proxy(
+    config: &Config,
+    addr: std::net::SocketAddr,
+    tasks: &mut JoinSet<()>,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let upstreams = Arc::new(Upstreams::new(config));
+    let access_log = AccessLog::start(&config.access_log.path)?;
+    let shared = Arc::new(proxy::Shared::new(
+        config,
+        Arc::clone(&upstreams),
+        Arc::clone(&metrics),
+        access_log,
+    )?);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening on {addr} (listener.address)"))?;
+    tasks.spawn(proxy::serve(
+        listener,
+        shared,
+        config.listener.max_connections,
+    ));
+    tasks.spawn(proxy::expire_idle(
+        Arc::clone(&upstreams),
+        config::TimeoutsConfig::ms(config.timeouts.backend_idle_ms),
+    ));
+    if let Some(admin_addr) = config.admin.address {
+        let admin = admin::bind(admin_addr)
+            .await
+            .with_context(|| format!("listening on {admin_addr} (admin.address)"))?;
+        tasks.spawn(admin::serve(admin, metrics, upstreams));
+        info!(%admin_addr, "admin endpoint: GET /metrics");
+    }
+    info!(%addr, pools = config.pools.len(), rules = config.rules.len(), "listening");
     Ok(())
 }
 

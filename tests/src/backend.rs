@@ -37,7 +37,12 @@ pub struct Backend {
 impl Backend {
     /// Creates backend number `index` (1-based): namespace, link to the
     /// gateway on 192.0.2.(4i+1)/30 <-> 192.0.2.(4i+2)/30, objects, nginx.
-    pub(crate) fn create(bed: &Testbed, index: usize, sizes: &[usize]) -> Result<Self> {
+    pub(crate) fn create(
+        bed: &Testbed,
+        index: usize,
+        sizes: &[usize],
+        directives: &str,
+    ) -> Result<Self> {
         let name = format!("b{index}");
         let ns = Netns::create(&format!("{NS_PREFIX}{}-{name}", bed.id))?;
         let host = u8::try_from(4 * index).context("backend index too large")?;
@@ -68,7 +73,7 @@ impl Backend {
         };
         backend.gateway_iface.clone_from(&backend.name);
         backend.write_objects(sizes)?;
-        backend.start_nginx()?;
+        backend.start_nginx(directives)?;
         Ok(backend)
     }
 
@@ -89,7 +94,7 @@ impl Backend {
         Ok(())
     }
 
-    fn start_nginx(&mut self) -> Result<()> {
+    fn start_nginx(&mut self, directives: &str) -> Result<()> {
         let d = self.dir.display();
         for sub in ["logs", "tmp"] {
             std::fs::create_dir_all(self.dir.join(sub))?;
@@ -120,8 +125,12 @@ http {{
         listen {addr}:{port} reuseport;
         root {d}/www;
         add_header X-Backend {name} always;
+        {directives}
         location = /health {{ return 200 "{name}\n"; }}
         location /echo {{ return 200 "{name} $request_method $request_uri\n"; }}
+        location = /204 {{ return 204; }}
+        # gzip on the fly has no length in advance: a chunked response.
+        location /gz/ {{ alias {d}/www/obj/; gzip on; gzip_types *; gzip_min_length 0; }}
         location / {{ }}
     }}
 }}

@@ -32,26 +32,53 @@ impl Response {
     }
 }
 
+/// One request for [`Testbed::curl_requests`].
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub url: String,
+    /// curl options for this request only (`-b`, `-H`, `-X`, ...).
+    pub args: Vec<String>,
+}
+
+impl Request {
+    #[must_use]
+    pub fn get(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            args: Vec::new(),
+        }
+    }
+
+    /// Adds curl options.
+    #[must_use]
+    pub fn with(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+}
+
 impl Testbed {
-    /// GETs every URL in order with one curl process, reusing one
-    /// keep-alive connection where the server allows it (HTTP/1.1).
-    pub fn curl_many(&self, urls: &[String], extra_args: &[&str]) -> Result<Vec<Response>> {
+    /// Sends the requests in order with one curl process. curl keeps one
+    /// connection cache across `--next`, so HTTP/1.1 requests to one
+    /// address share one keep-alive connection.
+    pub fn curl_requests(&self, requests: &[Request]) -> Result<Vec<Response>> {
         let dir = self.dir.join(format!("curl-{}", rand::random::<u32>()));
         std::fs::create_dir_all(&dir)?;
         let mut cmd = self.client.command("curl");
-        cmd.args(["-s", "--http1.1", "--max-time", "60"]);
-        // One record per transfer on stdout: status, new connections, and
-        // the headers as JSON (`-D` is not per URL, `%{header_json}` is).
-        cmd.args([
-            "-w",
-            "\\n@@ %{http_code} %{num_connects}\\n%{header_json}\\n@@end\\n",
-        ]);
-        cmd.args(extra_args);
-        // Plain URL lists (no `--next`) share one connection cache, which
-        // is what keep-alive needs.
-        for (i, url) in urls.iter().enumerate() {
+        for (i, req) in requests.iter().enumerate() {
+            if i > 0 {
+                cmd.arg("--next");
+            }
+            cmd.args(["-s", "--http1.1", "--max-time", "60"]);
+            // One record per transfer on stdout: status, new connections,
+            // and the headers as JSON (`%{header_json}`, one per transfer).
+            cmd.args([
+                "-w",
+                "\\n@@ %{http_code} %{num_connects}\\n%{header_json}\\n@@end\\n",
+            ]);
+            cmd.args(&req.args);
             cmd.arg("-o").arg(dir.join(format!("{i}.body")));
-            cmd.arg(url);
+            cmd.arg(&req.url);
         }
         let out = cmd
             .output()
@@ -63,15 +90,15 @@ impl Testbed {
             .filter_map(|r| r.split_once("\n@@end").map(|(rec, _)| rec))
             .collect();
         anyhow::ensure!(
-            records.len() == urls.len(),
+            records.len() == requests.len(),
             "curl finished {} of {} transfers ({}): {}",
             records.len(),
-            urls.len(),
+            requests.len(),
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
-        let mut responses = Vec::with_capacity(urls.len());
-        for (i, (url, record)) in urls.iter().zip(records).enumerate() {
+        let mut responses = Vec::with_capacity(requests.len());
+        for (i, (req, record)) in requests.iter().zip(records).enumerate() {
             let (line, json) = record.split_once('\n').unwrap_or((record, "{}"));
             let mut it = line.split_whitespace();
             let status = it.next().unwrap_or("0").parse().unwrap_or(0);
@@ -89,7 +116,7 @@ impl Testbed {
                 .collect();
             let body = std::fs::read(dir.join(format!("{i}.body"))).unwrap_or_default();
             responses.push(Response {
-                url: url.clone(),
+                url: req.url.clone(),
                 status,
                 headers,
                 body,
@@ -98,6 +125,15 @@ impl Testbed {
         }
         let _ = std::fs::remove_dir_all(&dir);
         Ok(responses)
+    }
+
+    /// GETs every URL in order over keep-alive connections.
+    pub fn curl_many(&self, urls: &[String], extra_args: &[&str]) -> Result<Vec<Response>> {
+        let requests: Vec<Request> = urls
+            .iter()
+            .map(|u| Request::get(u.clone()).with(extra_args))
+            .collect();
+        self.curl_requests(&requests)
     }
 
     /// GETs one URL.

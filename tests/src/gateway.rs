@@ -10,6 +10,9 @@ use anyhow::{Context as _, Result};
 
 use crate::{Daemon, Testbed, workspace_path};
 
+/// The admin endpoint's port (on the gateway's 127.0.0.1).
+pub const ADMIN_PORT: u16 = 9100;
+
 /// The distributor binary: `$DISTRIBUTOR_BIN` (set by `cargo xtask test`),
 /// else the workspace's debug build.
 #[must_use]
@@ -28,6 +31,57 @@ impl Testbed {
             self.gateway_interfaces(),
             self.pin_dir().display()
         )
+    }
+
+    /// A proxy configuration: the listener on the virtual IP port 80, the
+    /// admin endpoint on the gateway's loopback, the access log in the
+    /// scratch folder, datapath `mode`, and `pools_and_rules` (TOML: the
+    /// `default_pool` line, `[[pools]]` and `[[rules]]`).
+    #[must_use]
+    pub fn proxy_config(&self, mode: &str, pools_and_rules: &str) -> String {
+        format!(
+            // Top-level keys (default_pool) must come before any table.
+            "{pools_and_rules}\n\n[listener]\naddress = \"{vip}:80\"\n\n\
+             [admin]\naddress = \"127.0.0.1:{admin}\"\n\n\
+             [access_log]\npath = \"{log}\"\n\n{datapath}\n",
+            vip = crate::VIP,
+            admin = ADMIN_PORT,
+            log = self.access_log_path().display(),
+            datapath = self.distributor_config(mode),
+        )
+    }
+
+    /// Where [`Self::proxy_config`] puts the access log.
+    #[must_use]
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.join("access.log")
+    }
+
+    /// The access log's records so far.
+    pub fn access_log(&self) -> Result<Vec<serde_json::Value>> {
+        let text = std::fs::read_to_string(self.access_log_path()).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).with_context(|| format!("access log line {l:?}")))
+            .collect()
+    }
+
+    /// `GET /metrics` from the admin endpoint.
+    pub fn metrics(&self) -> Result<String> {
+        self.gateway.run(
+            "curl",
+            &[
+                "-sf",
+                "--max-time",
+                "5",
+                &format!("http://127.0.0.1:{ADMIN_PORT}/metrics"),
+            ],
+        )
+    }
+
+    /// `http://<virtual IP>` + `path`.
+    #[must_use]
+    pub fn vip_url(&self, path: &str) -> String {
+        format!("http://{}{path}", crate::VIP)
     }
 
     /// Starts `distributor run` in the gateway namespace with `config` and

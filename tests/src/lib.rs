@@ -35,7 +35,7 @@ use anyhow::{Context as _, Result};
 
 pub use crate::{
     backend::{Backend, Object},
-    client::Response,
+    client::{Request, Response},
     gateway::{bpftool_dump, distributor_bin, pinned_map_id, programs_using_map},
     netns::Netns,
     process::Daemon,
@@ -60,6 +60,9 @@ pub struct TestbedConfig {
     /// Object sizes every backend serves at `/obj/<size>`, random content
     /// that differs per backend (so a body's sha256 also says who sent it).
     pub object_sizes: Vec<usize>,
+    /// Extra nginx directives for the `server` block of some backends, by
+    /// name (`b1`, ...): e.g. `limit_rate 64k;` to make one slow.
+    pub backend_directives: Vec<(String, String)>,
 }
 
 impl Default for TestbedConfig {
@@ -67,6 +70,7 @@ impl Default for TestbedConfig {
         Self {
             backends: 3,
             object_sizes: vec![1024, 64 * 1024],
+            backend_directives: Vec::new(),
         }
     }
 }
@@ -113,7 +117,14 @@ impl Testbed {
         };
         bed.wire_client()?;
         for i in 1..=config.backends {
-            let backend = Backend::create(&bed, i, &config.object_sizes)?;
+            let name = format!("b{i}");
+            let extra: String = config
+                .backend_directives
+                .iter()
+                .filter(|(b, _)| *b == name)
+                .map(|(_, d)| d.as_str())
+                .collect();
+            let backend = Backend::create(&bed, i, &config.object_sizes, &extra)?;
             bed.backends.push(backend);
         }
         for b in &mut bed.backends {

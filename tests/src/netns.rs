@@ -131,3 +131,33 @@ pub fn run(cmd: &mut Command) -> Result<Output> {
     }
     Ok(out)
 }
+
+impl Netns {
+    /// Runs `f` on a new thread that has entered this network namespace
+    /// (sockets it opens live there), and returns its result. Async code
+    /// inside builds its own current-thread runtime.
+    pub fn in_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        let handle = std::thread::spawn(move || {
+            // SAFETY: setns(2) on a namespace fd we hold; it affects only
+            // this (new) thread.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            if rc != 0 {
+                return Err(anyhow::anyhow!(
+                    "setns: {}",
+                    std::io::Error::last_os_error()
+                ));
+            }
+            Ok(f())
+        });
+        match handle.join() {
+            Ok(r) => r,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}

@@ -1,0 +1,664 @@
+//! One client connection: a loop of request -> route -> backend -> response.
+
+use std::{
+    io,
+    net::SocketAddr,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use tokio::{
+    io::{AsyncReadExt as _, AsyncWriteExt as _},
+    net::TcpStream,
+};
+use tracing::debug;
+
+use super::{
+    Shared,
+    message::{self, ClientConnection},
+    respond,
+};
+use crate::{
+    http::{
+        self, BodyFraming, ChunkedScanner, Parsed, RequestHead, ResponseHead, parse_request_head,
+        parse_response_head,
+    },
+    rules::RequestView,
+    track::{RequestRecord, ResponsePath, ms, unix_ms},
+    upstream::{BackendConn, InFlight, Server, connpool::ConnectError},
+};
+
+/// Read size for both sides.
+const CHUNK: usize = 64 * 1024;
+
+/// Whether the client connection goes on after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    Continue,
+    Close,
+}
+
+struct Client<'a> {
+    shared: &'a Shared,
+    stream: TcpStream,
+    peer: SocketAddr,
+    id: u64,
+    /// Bytes received and not yet consumed (pipelined requests wait here).
+    buf: Vec<u8>,
+    requests: u64,
+}
+
+pub async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64) {
+    let mut c = Client {
+        shared,
+        stream,
+        peer,
+        id,
+        buf: Vec::with_capacity(CHUNK),
+        requests: 0,
+    };
+    while c.one_request().await == Next::Continue {}
+    // Flush what we wrote and say FIN; the client may still be sending.
+    let _ = c.stream.shutdown().await;
+}
+
+/// A request failed before any response byte was sent: answer it.
+struct Reject {
+    status: u16,
+    detail: String,
+    close: bool,
+}
+
+impl Reject {
+    fn close(status: u16, detail: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: detail.into(),
+            close: true,
+        }
+    }
+}
+
+/// What a backend exchange ended with.
+enum Exchange {
+    /// The response head, the connection, and the bytes read past the head.
+    Head {
+        conn: BackendConn,
+        head: ResponseHead,
+        rest: Vec<u8>,
+    },
+    /// No usable response: answer the client with this.
+    Fail(Reject),
+    /// Connecting failed: try the next server.
+    ConnectFailed(ConnectError),
+}
+
+impl Client<'_> {
+    async fn one_request(&mut self) -> Next {
+        let t0 = Instant::now();
+        let mut rec = RequestRecord {
+            ts_ms: unix_ms(),
+            client: Some(self.peer),
+            conn: self.id,
+            req: self.requests + 1,
+            ..RequestRecord::default()
+        };
+
+        // 1. The head.
+        let (head, head_len) = match self.read_head().await {
+            Ok(Some(x)) => x,
+            Ok(None) => return Next::Close,
+            Err(reject) => return self.finish_local(rec, t0, reject).await,
+        };
+        self.requests += 1;
+        rec.method.clone_from(&head.method);
+        rec.path.clone_from(&head.target);
+
+        // 2. Validate its framing and read the body whole.
+        let body = match self.read_body(&head, head_len).await {
+            Ok(body) => body,
+            Err(reject) => return self.finish_local(rec, t0, reject).await,
+        };
+        let (framing, body_len) = body;
+        let request_bytes = head_len + body_len;
+        rec.bytes_in = request_bytes as u64;
+        rec.t_received_ms = Some(ms(t0.elapsed()));
+        let client_keep_alive = head.keep_alive();
+
+        // 3. Route it.
+        let view = RequestView {
+            method: &head.method,
+            target: &head.target,
+            client_addr: self.peer.ip(),
+            headers: &head.headers,
+        };
+        let matched = self.shared.rules.route(&view);
+        let pool = self.shared.upstreams.pool(matched.as_ref().map(|m| m.pool));
+        rec.rule = matched.as_ref().map(|m| m.name.to_string());
+        rec.pool = Some(pool.name.clone());
+
+        let mut wire = message::backend_request_head(&head, framing, self.peer.ip());
+        wire.extend_from_slice(&self.buf[head_len..request_bytes]);
+        self.buf.drain(..request_bytes);
+
+        // 4. Send it: the pool's choice, then the next on connect failure.
+        let mut tried = Vec::new();
+        let (server, inflight, conn, resp, rest) = loop {
+            let Some(idx) = pool.select(&view, &tried) else {
+                let detail = if tried.is_empty() {
+                    format!("no server available in pool {}", pool.name)
+                } else {
+                    format!("no server of pool {} accepted a connection", pool.name)
+                };
+                let reject = Reject {
+                    status: 503,
+                    detail,
+                    close: !client_keep_alive,
+                };
+                return self.finish_local(rec, t0, reject).await;
+            };
+            let server = Arc::clone(&pool.servers[idx]);
+            rec.server = Some(server.id.clone());
+            let inflight = InFlight::new(&server);
+            match self.exchange(&server, &wire, &mut rec, t0).await {
+                Exchange::Head { conn, head, rest } => break (server, inflight, conn, head, rest),
+                Exchange::ConnectFailed(e) => {
+                    debug!(conn = self.id, "{e}");
+                    rec.connect_failures += 1;
+                    tried.push(idx);
+                }
+                Exchange::Fail(mut reject) => {
+                    reject.close |= !client_keep_alive;
+                    return self.finish_local(rec, t0, reject).await;
+                }
+            }
+        };
+        rec.backend_conn = Some(conn.id);
+        rec.reused = Some(conn.reused);
+
+        // 5. Relay the response.
+        let next = self
+            .relay(
+                &head,
+                client_keep_alive,
+                &server,
+                conn,
+                resp,
+                rest,
+                &mut rec,
+                t0,
+            )
+            .await;
+        drop(inflight);
+        rec.t_done_ms = Some(ms(t0.elapsed()));
+        rec.path_taken = Some(ResponsePath::Relay);
+        self.shared.metrics.record(&rec);
+        self.shared.access_log.log(rec, &self.shared.metrics);
+        next
+    }
+
+    /// Reads until a whole head is buffered. `Ok(None)`: the client closed
+    /// or stayed idle between requests (nothing to answer).
+    async fn read_head(&mut self) -> Result<Option<(RequestHead, usize)>, Reject> {
+        let t = &self.shared.timeouts;
+        let mut first_byte: Option<Instant> = None;
+        loop {
+            // RFC 9112 §2.2: ignore empty lines before a request line.
+            let blank = self
+                .buf
+                .iter()
+                .take_while(|&&b| b == b'\r' || b == b'\n')
+                .count();
+            if blank > 0 {
+                self.buf.drain(..blank);
+            }
+            if !self.buf.is_empty() && first_byte.is_none() {
+                first_byte = Some(Instant::now());
+            }
+            match parse_request_head(&self.buf, &self.shared.limits) {
+                Ok(Parsed::Complete { head, len }) => return Ok(Some((head, len))),
+                Ok(Parsed::Partial) => {}
+                Err(e) => return Err(Reject::close(e.status(), e.to_string())),
+            }
+            let wait = match first_byte {
+                None => t.client_idle,
+                Some(at) => t.client_head.saturating_sub(at.elapsed()),
+            };
+            match self.read_more(wait).await {
+                Ok(0) => return Ok(None),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::TimedOut && first_byte.is_some() => {
+                    return Err(Reject::close(
+                        408,
+                        "the request head did not arrive in time",
+                    ));
+                }
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// Appends what the client sends next; `TimedOut` after `wait`.
+    async fn read_more(&mut self, wait: Duration) -> io::Result<usize> {
+        self.buf.reserve(CHUNK);
+        match tokio::time::timeout(wait, self.stream.read_buf(&mut self.buf)).await {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Checks the request's framing and buffers its body. Returns the
+    /// framing and the body's length on the wire (it follows the head in
+    /// `buf`).
+    async fn read_body(
+        &mut self,
+        head: &RequestHead,
+        head_len: usize,
+    ) -> Result<(BodyFraming, usize), Reject> {
+        if head.is_upgrade_or_connect() {
+            return Err(Reject::close(
+                501,
+                "CONNECT and protocol upgrades are not supported",
+            ));
+        }
+        let framing =
+            http::request_body(head).map_err(|e| Reject::close(e.status(), e.to_string()))?;
+        http::check_body_size(framing, self.shared.max_body)
+            .map_err(|e| Reject::close(e.status(), e.to_string()))?;
+        let io_wait = self.shared.timeouts.client_io;
+        let needs_body = match framing {
+            BodyFraming::Length(n) => n > 0,
+            BodyFraming::Chunked => true,
+            BodyFraming::None | BodyFraming::CloseDelimited => false,
+        };
+        if needs_body && head.expects_continue() && self.buf.len() == head_len {
+            self.write_client(respond::CONTINUE)
+                .await
+                .map_err(|_| Reject::close(400, "client gone"))?;
+        }
+        match framing {
+            BodyFraming::None | BodyFraming::CloseDelimited => Ok((framing, 0)),
+            BodyFraming::Length(n) => {
+                // check_body_size bounded n by max_body, a usize-sized cap.
+                let n = usize::try_from(n).map_err(|_| Reject::close(413, "body too large"))?;
+                while self.buf.len() < head_len + n {
+                    match self.read_more(io_wait).await {
+                        Ok(0) | Err(_) => {
+                            return Err(Reject::close(400, "the request body ended early"));
+                        }
+                        Ok(_) => {}
+                    }
+                }
+                Ok((framing, n))
+            }
+            BodyFraming::Chunked => {
+                let mut scanner = ChunkedScanner::with_limits(self.shared.chunk_limits());
+                let mut scanned = head_len;
+                loop {
+                    let progress = scanner
+                        .feed(&self.buf[scanned..])
+                        .map_err(|e| Reject::close(e.status(), e.to_string()))?;
+                    scanned += progress.consumed;
+                    if progress.done {
+                        return Ok((framing, scanned - head_len));
+                    }
+                    match self.read_more(io_wait).await {
+                        Ok(0) | Err(_) => {
+                            return Err(Reject::close(400, "the request body ended early"));
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the request on a connection to `server` and reads the response
+    /// head. A pooled connection that turns out closed before any response
+    /// byte arrived is replaced by a fresh one, once.
+    async fn exchange(
+        &mut self,
+        server: &Server,
+        wire: &[u8],
+        rec: &mut RequestRecord,
+        t0: Instant,
+    ) -> Exchange {
+        let t = self.shared.timeouts;
+        for fresh in [false, true] {
+            let mut conn = match server
+                .conns
+                .checkout(fresh, t.connect, t.backend_idle)
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => return Exchange::ConnectFailed(e),
+            };
+            if fresh {
+                rec.retried = true;
+            }
+            let reused = conn.reused;
+            let sent = tokio::time::timeout(t.response_head, conn.stream.write_all(wire)).await;
+            rec.t_sent_ms = Some(ms(t0.elapsed()));
+            match sent {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) if reused => continue,
+                Ok(Err(e)) => {
+                    return Exchange::Fail(Reject::close(502, format!("sending to backend: {e}")));
+                }
+                Err(_) => return Exchange::Fail(Reject::close(504, "backend not reading")),
+            }
+            match read_response_head(&mut conn, t.response_head, &self.shared.limits).await {
+                Ok((head, rest)) => {
+                    rec.t_first_byte_ms = Some(ms(t0.elapsed()));
+                    return Exchange::Head { conn, head, rest };
+                }
+                // Closed (or reset) before sending a byte: the idle race.
+                Err(HeadFailure::ClosedEarly) if reused => {}
+                Err(HeadFailure::ClosedEarly) => {
+                    return Exchange::Fail(Reject::close(
+                        502,
+                        "backend closed the connection without a response",
+                    ));
+                }
+                Err(HeadFailure::Timeout) => {
+                    return Exchange::Fail(Reject::close(504, "backend response head timed out"));
+                }
+                Err(HeadFailure::Invalid(e)) => {
+                    return Exchange::Fail(Reject::close(502, e));
+                }
+            }
+        }
+        Exchange::Fail(Reject::close(
+            502,
+            "backend closed a fresh connection without a response",
+        ))
+    }
+
+    /// Relays the response, and returns the backend connection to its pool
+    /// when the response ended cleanly and the backend keeps it open.
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one call site; the pieces of one exchange"
+    )]
+    async fn relay(
+        &mut self,
+        req: &RequestHead,
+        client_keep_alive: bool,
+        server: &Server,
+        mut conn: BackendConn,
+        mut resp: ResponseHead,
+        mut rest: Vec<u8>,
+        rec: &mut RequestRecord,
+        t0: Instant,
+    ) -> Next {
+        let t = self.shared.timeouts;
+        // Interim responses (103 Early Hints, a 100 we did not ask for) go
+        // to HTTP/1.1 clients as they are; the final one follows.
+        while resp.is_informational() {
+            if resp.status == 101 {
+                return self
+                    .fail_before_response(rec, t0, "backend switched protocols unasked")
+                    .await;
+            }
+            if req.version >= 1 && resp.status != 100 {
+                let interim = message::client_response_head(
+                    &resp,
+                    BodyFraming::None,
+                    ClientConnection::KeepAlive11,
+                );
+                if self.write_client(&interim).await.is_err() {
+                    return Next::Close;
+                }
+                rec.bytes_out += interim.len() as u64;
+            }
+            match parse_after(&mut conn, rest, t.response_head, &self.shared.limits).await {
+                Ok((h, r)) => {
+                    resp = h;
+                    rest = r;
+                }
+                Err(_) => {
+                    return self
+                        .fail_before_response(rec, t0, "bad interim response")
+                        .await;
+                }
+            }
+        }
+        rec.status = resp.status;
+        let framing = match http::response_body(&req.method, &resp) {
+            Ok(f) => f,
+            Err(e) => return self.fail_before_response(rec, t0, &e.to_string()).await,
+        };
+        if req.version == 0 && framing == BodyFraming::Chunked {
+            // Asked as HTTP/1.0, answered chunked: an HTTP/1.0 client could
+            // not read it.
+            return self
+                .fail_before_response(rec, t0, "chunked response to an HTTP/1.0 request")
+                .await;
+        }
+        let keep_client = client_keep_alive && framing != BodyFraming::CloseDelimited;
+        let client_conn = match (keep_client, req.version) {
+            (false, _) => ClientConnection::Close,
+            (true, 0) => ClientConnection::KeepAlive10,
+            (true, _) => ClientConnection::KeepAlive11,
+        };
+        let head_out = message::client_response_head(&resp, framing, client_conn);
+        if self.write_client(&head_out).await.is_err() {
+            return Next::Close;
+        }
+        rec.bytes_out += head_out.len() as u64;
+
+        let body = self.relay_body(&mut conn, framing, rest, rec).await;
+        match body {
+            BodyEnd::Complete { reusable } => {
+                if reusable && resp.keep_alive() {
+                    server.conns.checkin(conn);
+                }
+                if keep_client {
+                    Next::Continue
+                } else {
+                    Next::Close
+                }
+            }
+            BodyEnd::BackendFailed(why) => {
+                // The client already has the head: closing is the only
+                // honest signal that the body is incomplete.
+                rec.error = Some(why);
+                Next::Close
+            }
+            BodyEnd::ClientFailed => {
+                rec.error = Some("client stopped reading".to_owned());
+                Next::Close
+            }
+        }
+    }
+
+    async fn relay_body(
+        &mut self,
+        conn: &mut BackendConn,
+        framing: BodyFraming,
+        mut pending: Vec<u8>,
+        rec: &mut RequestRecord,
+    ) -> BodyEnd {
+        let idle = self.shared.timeouts.response_body_idle;
+        let io_wait = self.shared.timeouts.client_io;
+        let mut scanner = ChunkedScanner::new();
+        let mut remaining = match framing {
+            BodyFraming::None => {
+                return BodyEnd::Complete {
+                    reusable: pending.is_empty(),
+                };
+            }
+            BodyFraming::Length(n) => n,
+            BodyFraming::Chunked | BodyFraming::CloseDelimited => u64::MAX,
+        };
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if framing != BodyFraming::Chunked && remaining == 0 {
+                // Content-Length: 0, or every byte forwarded. Bytes past
+                // the end mean the backend broke framing: no reuse.
+                return BodyEnd::Complete {
+                    reusable: pending.is_empty(),
+                };
+            }
+            // Forward what is pending, as much as belongs to this message.
+            if !pending.is_empty() {
+                let take = match framing {
+                    BodyFraming::Length(_) => {
+                        usize::try_from(remaining).map_or(pending.len(), |r| r.min(pending.len()))
+                    }
+                    BodyFraming::Chunked => match scanner.feed(&pending) {
+                        Ok(p) => p.consumed,
+                        Err(e) => return BodyEnd::BackendFailed(format!("bad chunked body: {e}")),
+                    },
+                    _ => pending.len(),
+                };
+                if tokio::time::timeout(io_wait, self.stream.write_all(&pending[..take]))
+                    .await
+                    .map_or(true, |r| r.is_err())
+                {
+                    return BodyEnd::ClientFailed;
+                }
+                rec.bytes_out += take as u64;
+                if framing != BodyFraming::Chunked {
+                    remaining = remaining.saturating_sub(take as u64);
+                }
+                let extra = pending.len() - take;
+                let done = match framing {
+                    BodyFraming::Length(_) => remaining == 0,
+                    BodyFraming::Chunked => scanner.is_done(),
+                    _ => false,
+                };
+                if done {
+                    // Bytes past the end of the response: the backend broke
+                    // framing, so its connection is not reused.
+                    return BodyEnd::Complete {
+                        reusable: extra == 0,
+                    };
+                }
+                pending.clear();
+            }
+            let want = match framing {
+                BodyFraming::Length(_) => {
+                    usize::try_from(remaining).map_or(CHUNK, |r| r.min(CHUNK))
+                }
+                _ => CHUNK,
+            };
+            match tokio::time::timeout(idle, conn.stream.read(&mut buf[..want])).await {
+                Ok(Ok(0)) if framing == BodyFraming::CloseDelimited => {
+                    return BodyEnd::Complete { reusable: false };
+                }
+                Ok(Ok(0)) => {
+                    return BodyEnd::BackendFailed("backend closed mid-response".to_owned());
+                }
+                Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+                Ok(Err(e)) => return BodyEnd::BackendFailed(format!("backend read: {e}")),
+                Err(_) => return BodyEnd::BackendFailed("backend stalled mid-response".to_owned()),
+            }
+        }
+    }
+
+    async fn write_client(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(self.shared.timeouts.client_io, self.stream.write_all(bytes))
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// The backend's response is unusable and nothing of it was sent: 502,
+    /// and the connection to that backend is dropped (not pooled).
+    async fn fail_before_response(
+        &mut self,
+        rec: &mut RequestRecord,
+        t0: Instant,
+        why: &str,
+    ) -> Next {
+        let rec = std::mem::take(rec);
+        self.finish_local(rec, t0, Reject::close(502, why)).await
+    }
+
+    /// Answers with a local response, records it, and says whether the
+    /// connection goes on.
+    async fn finish_local(&mut self, mut rec: RequestRecord, t0: Instant, reject: Reject) -> Next {
+        let bytes = respond::error(reject.status, &reject.detail, reject.close);
+        let _ = self.write_client(&bytes).await;
+        rec.status = reject.status;
+        rec.bytes_out += bytes.len() as u64;
+        rec.error = Some(reject.detail);
+        rec.path_taken = Some(ResponsePath::Local);
+        rec.t_done_ms = Some(ms(t0.elapsed()));
+        self.shared.metrics.record(&rec);
+        self.shared.access_log.log(rec, &self.shared.metrics);
+        if reject.close {
+            Next::Close
+        } else {
+            Next::Continue
+        }
+    }
+}
+
+enum BodyEnd {
+    Complete { reusable: bool },
+    BackendFailed(String),
+    ClientFailed,
+}
+
+enum HeadFailure {
+    /// EOF or reset before any byte.
+    ClosedEarly,
+    Timeout,
+    Invalid(String),
+}
+
+async fn read_response_head(
+    conn: &mut BackendConn,
+    wait: Duration,
+    limits: &http::Limits,
+) -> Result<(ResponseHead, Vec<u8>), HeadFailure> {
+    parse_after(conn, Vec::with_capacity(CHUNK), wait, limits).await
+}
+
+/// Parses a response head from `buf` plus what the backend sends next.
+/// Returns the head and the bytes after it.
+async fn parse_after(
+    conn: &mut BackendConn,
+    mut buf: Vec<u8>,
+    wait: Duration,
+    limits: &http::Limits,
+) -> Result<(ResponseHead, Vec<u8>), HeadFailure> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let got_any = !buf.is_empty();
+    loop {
+        match parse_response_head(&buf, limits) {
+            Ok(Parsed::Complete { head, len }) => {
+                let rest = buf.split_off(len);
+                return Ok((head, rest));
+            }
+            Ok(Parsed::Partial) => {}
+            Err(e) => return Err(HeadFailure::Invalid(format!("backend response head: {e}"))),
+        }
+        buf.reserve(CHUNK);
+        match tokio::time::timeout_at(deadline, conn.stream.read_buf(&mut buf)).await {
+            Ok(Ok(0)) if buf.is_empty() && !got_any => return Err(HeadFailure::ClosedEarly),
+            Ok(Ok(0)) => {
+                return Err(HeadFailure::Invalid(
+                    "backend closed in the middle of the response head".to_owned(),
+                ));
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e))
+                if buf.is_empty()
+                    && !got_any
+                    && matches!(
+                        e.kind(),
+                        io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+                    ) =>
+            {
+                return Err(HeadFailure::ClosedEarly);
+            }
+            Ok(Err(e)) => return Err(HeadFailure::Invalid(format!("backend read: {e}"))),
+            Err(_) => return Err(HeadFailure::Timeout),
+        }
+    }
+}
