@@ -98,6 +98,10 @@ impl Default for AccessLogConfig {
 }
 
 /// `[limits]`: caps on what a client may send.
+#[expect(
+    clippy::struct_field_names,
+    reason = "`max_` reads as a cap where the fields are set"
+)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct LimitsConfig {
@@ -124,6 +128,10 @@ impl Default for LimitsConfig {
 }
 
 /// `[timeouts]`, in milliseconds.
+#[expect(
+    clippy::struct_field_names,
+    reason = "the unit in every name, as the file shows it"
+)]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TimeoutsConfig {

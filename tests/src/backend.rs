@@ -126,7 +126,7 @@ http {{
         root {d}/www;
         add_header X-Backend {name} always;
         {directives}
-        location = /health {{ return 200 "{name}\n"; }}
+        location = /health {{ access_log off; return 200 "{name}\n"; }}
         location /echo {{ return 200 "{name} $request_method $request_uri\n"; }}
         location = /204 {{ return 204; }}
         # gzip on the fly has no length in advance: a chunked response.

@@ -36,6 +36,7 @@ use anyhow::{Context as _, Result};
 pub use crate::{
     backend::{Backend, Object},
     client::{Request, Response},
+    gateway::ADMIN_PORT,
     gateway::{bpftool_dump, distributor_bin, pinned_map_id, programs_using_map},
     netns::Netns,
     process::Daemon,

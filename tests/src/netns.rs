@@ -161,3 +161,28 @@ impl Netns {
         }
     }
 }
+
+impl Netns {
+    /// Like [`Netns::in_thread`], without waiting: for servers a test runs
+    /// inside a namespace.
+    pub fn spawn_thread(
+        &self,
+        f: impl FnOnce() + Send + 'static,
+    ) -> Result<std::thread::JoinHandle<()>> {
+        use std::os::fd::AsRawFd as _;
+        let file = std::fs::File::open(self.path())
+            .with_context(|| format!("opening {}", self.path().display()))?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let handle = std::thread::spawn(move || {
+            // SAFETY: as in `in_thread`.
+            let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+            let _ = tx.send(rc);
+            if rc == 0 {
+                f();
+            }
+        });
+        let rc = rx.recv().context("namespace thread died")?;
+        anyhow::ensure!(rc == 0, "setns failed");
+        Ok(handle)
+    }
+}

@@ -17,6 +17,7 @@ fn testbed(backends: usize) -> Testbed {
     Testbed::new(&TestbedConfig {
         backends,
         object_sizes: vec![1024, 256 * 1024],
+        ..TestbedConfig::default()
     })
     .expect("building the testbed")
 }

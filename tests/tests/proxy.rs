@@ -283,3 +283,419 @@ fn pipelined_requests_come_back_in_order_from_different_backends() {
         }
     }
 }
+
+/// One default pool of b2 and b3 (b1 unused unless a test says so).
+fn default_pool(bed: &Testbed, policy: &str, extra_servers: &str) -> String {
+    format!(
+        "[[pools]]\nname = \"default\"\npolicy = \"{policy}\"\nservers = [{extra_servers}{{ address = \"{}:80\" }}, {{ address = \"{}:80\" }}]\n",
+        bed.backends[1].addr, bed.backends[2].addr
+    )
+}
+
+fn backend_gets(bed: &Testbed) -> usize {
+    bed.backends
+        .iter()
+        .map(|b| {
+            b.access_log()
+                .iter()
+                .filter(|l| l.contains("\"GET "))
+                .count()
+        })
+        .sum()
+}
+
+#[test]
+fn malformed_requests_get_the_right_status_and_nothing_reaches_a_backend() {
+    let bed = testbed(TestbedConfig::default());
+    let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
+        + "\n[limits]\nmax_body_bytes = 100000\n";
+    let _gw = bed.start_distributor(&config).expect("start distributor");
+
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    let many_headers: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let big_header = format!("X-Big: {}\r\n", "b".repeat(70_000));
+    let cases: Vec<(&str, String, u16)> = vec![
+        ("CL with TE", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400),
+        ("differing CLs", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!".into(), 400),
+        ("invalid CL", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 0x10\r\n\r\n".into(), 400),
+        ("bad chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n".into(), 400),
+        ("final coding not chunked", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n".into(), 400),
+        ("obs-fold", "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: one\r\n two\r\n\r\n".into(), 400),
+        ("space before colon", "GET /echo HTTP/1.1\r\nHost : x\r\n\r\n".into(), 400),
+        ("bare CR", "GET /echo HTTP/1.1\r\nHost: x\rX-A: b\r\n\r\n".into(), 400),
+        ("invalid header name", "GET /echo HTTP/1.1\r\nHost: x\r\nBad(Name): v\r\n\r\n".into(), 400),
+        ("NUL in value", "GET /echo HTTP/1.1\r\nHost: x\r\nX-A: a\0b\r\n\r\n".into(), 400),
+        ("request line too long", long_line, 414),
+        ("too many headers", format!("GET /echo HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"), 431),
+        ("head too large", format!("GET /echo HTTP/1.1\r\nHost: x\r\n{big_header}\r\n"), 431),
+        ("body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n".into(), 413),
+        ("chunked body over the limit", format!("POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n30d40\r\n{}\r\n0\r\n\r\n", "c".repeat(200_000)), 413),
+        ("CONNECT", "CONNECT 192.0.2.6:80 HTTP/1.1\r\nHost: 192.0.2.6:80\r\n\r\n".into(), 501),
+        ("Upgrade", "GET /echo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n".into(), 501),
+        ("HTTP/2.0 line", "GET /echo HTTP/2.0\r\nHost: x\r\n\r\n".into(), 505),
+        ("missing Host", "GET /echo HTTP/1.1\r\nX-A: b\r\n\r\n".into(), 400),
+    ];
+    let n = cases.len();
+    for (name, bad, status) in cases {
+        // A good request first, then the bad one, in one write.
+        let mut raw = format!(
+            "GET /echo/{} HTTP/1.1\r\nHost: x\r\n\r\n",
+            name.replace(' ', "-")
+        )
+        .into_bytes();
+        raw.extend_from_slice(bad.as_bytes());
+        let responses = split_responses(&raw_exchange(&bed, raw));
+        assert_eq!(responses.len(), 2, "{name}: {responses:?}");
+        assert_eq!(responses[0].0, 200, "{name}: the good request before it");
+        assert_eq!(responses[1].0, status, "{name}: {}", responses[1].1);
+        assert!(responses[1].1.contains("Connection: close"), "{name}");
+    }
+    // Only the good requests reached a backend.
+    assert_eq!(backend_gets(&bed), n);
+    let posts: usize = bed
+        .backends
+        .iter()
+        .map(|b| {
+            b.access_log()
+                .iter()
+                .filter(|l| l.contains("\"POST") || l.contains("\"CONNECT"))
+                .count()
+        })
+        .sum();
+    assert_eq!(posts, 0);
+}
+
+#[test]
+fn a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly() {
+    let bed = testbed(TestbedConfig::default());
+    let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
+        + "\n[timeouts]\nclient_head_ms = 500\nclient_idle_ms = 800\n";
+    let _gw = bed.start_distributor(&config).expect("start distributor");
+    let out = raw_exchange(&bed, b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Slow: ".to_vec());
+    let responses = split_responses(&out);
+    assert_eq!(responses.len(), 1, "{}", String::from_utf8_lossy(&out));
+    assert_eq!(responses[0].0, 408);
+    // Nothing at all: closed without a response after the idle timeout.
+    let out = raw_exchange(&bed, Vec::new());
+    assert!(out.is_empty(), "{}", String::from_utf8_lossy(&out));
+    assert_eq!(backend_gets(&bed), 0);
+}
+
+#[test]
+fn least_load_gives_a_slow_backend_fewer_requests() {
+    let bed = testbed(TestbedConfig {
+        backends: 3,
+        object_sizes: vec![128 * 1024],
+        // limit_rate only delays the next write: small sendfile chunks make
+        // it bite on a 128 KiB object.
+        backend_directives: vec![(
+            "b2".into(),
+            "sendfile_max_chunk 16k; limit_rate 256k;".into(),
+        )],
+    });
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "least-load", "")))
+        .expect("start distributor");
+    // 80 requests, 8 at a time (bounded in count; about 2 s of work).
+    let url = bed.vip_url("/obj/131072");
+    let mut args = vec![
+        "-s",
+        "--parallel",
+        "--parallel-max",
+        "8",
+        "-w",
+        "%header{x-backend}\\n",
+    ];
+    let urls: Vec<String> = std::iter::repeat_n(url, 80).collect();
+    for u in &urls {
+        args.extend(["-o", "/dev/null", u.as_str()]);
+    }
+    let out = bed.client.run("curl", &args).expect("curl --parallel");
+    let b2 = out.lines().filter(|l| *l == "b2").count();
+    let b3 = out.lines().filter(|l| *l == "b3").count();
+    assert_eq!(b2 + b3, 80, "{out}");
+    // b2 takes ~0.5 s per response, b3 ~1 ms: least-load sends b2 only a
+    // small share (round-robin would send it 40).
+    assert!(b2 * 4 < b3, "slow b2 got {b2}, fast b3 got {b3}");
+}
+
+#[test]
+fn backends_see_far_fewer_connections_than_requests() {
+    let bed = testbed(TestbedConfig::default());
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
+        .expect("start distributor");
+    // 4 client connections x 15 requests.
+    let urls: Vec<String> = (0..15)
+        .map(|i| bed.vip_url(&format!("/echo/{i}")))
+        .collect();
+    for _ in 0..4 {
+        let r = bed.curl_many(&urls, &[]).expect("curl");
+        assert!(r.iter().all(|r| r.status == 200));
+    }
+    let mut conns = BTreeSet::new();
+    let mut requests = 0;
+    for b in &bed.backends {
+        for line in b.access_log() {
+            requests += 1;
+            let conn = line
+                .split_whitespace()
+                .find(|w| w.starts_with("conn="))
+                .unwrap()
+                .to_owned();
+            conns.insert((b.name.clone(), conn));
+        }
+    }
+    assert_eq!(requests, 60);
+    assert!(
+        conns.len() <= 4,
+        "backends saw {} connections for 60 requests",
+        conns.len()
+    );
+    let metrics = bed.metrics().expect("metrics");
+    assert!(
+        metrics.contains("distributor_backend_connections_reused"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_pooled_connection_the_backend_closed_while_idle_is_replaced_transparently() {
+    let bed = testbed(TestbedConfig {
+        backend_directives: vec![
+            ("b2".into(), "keepalive_timeout 1s;".into()),
+            ("b3".into(), "keepalive_timeout 1s;".into()),
+        ],
+        ..TestbedConfig::default()
+    });
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
+        .expect("start distributor");
+    for round in 0..3 {
+        let r = bed
+            .curl_many(&[bed.vip_url("/echo/a"), bed.vip_url("/echo/b")], &[])
+            .expect("curl");
+        assert!(r.iter().all(|r| r.status == 200), "round {round}: {r:?}");
+        // nginx closes its idle keep-alive connections after 1 s.
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    let records = wait_records(&bed, 6);
+    assert_eq!(records.len(), 6);
+    assert!(records.iter().all(|r| r["status"] == 200), "{records:?}");
+}
+
+#[test]
+fn connect_failure_moves_to_the_next_server_and_no_server_gives_503() {
+    let bed = testbed(TestbedConfig::default());
+    // 192.0.2.6:81 refuses connections (nothing listens there).
+    let pools = format!(
+        "default_pool = \"default\"\n\n{}\n[[pools]]\nname = \"dead\"\nservers = [{{ address = \"{}:81\" }}]\n\n\
+         [[rules]]\nname = \"to-dead\"\npool = \"dead\"\nwhen = {{ path = {{ prefix = \"/dead\" }} }}\n",
+        default_pool(
+            &bed,
+            "round-robin",
+            &format!("{{ address = \"{}:81\" }}, ", bed.backends[0].addr)
+        ),
+        bed.backends[0].addr
+    );
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &pools))
+        .expect("start distributor");
+    let urls: Vec<String> = (0..9).map(|i| bed.vip_url(&format!("/echo/{i}"))).collect();
+    let r = bed.curl_many(&urls, &[]).expect("curl");
+    assert!(
+        r.iter().all(|r| r.status == 200 && r.backend() != "b1"),
+        "{r:?}"
+    );
+    let dead = bed.curl(&bed.vip_url("/dead/x")).expect("curl");
+    assert_eq!(dead.status, 503);
+    assert!(
+        String::from_utf8_lossy(&dead.body).contains("pool dead"),
+        "{:?}",
+        dead.body
+    );
+    let records = wait_records(&bed, 10);
+    let failures: u64 = records
+        .iter()
+        .map(|r| r["connect_failures"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(failures >= 3, "connect failures recorded: {failures}");
+}
+
+#[test]
+fn http10_with_and_without_keep_alive_and_expect_100_continue() {
+    let bed = testbed(TestbedConfig::default());
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
+        .expect("start distributor");
+    let urls: Vec<String> = (0..3).map(|i| bed.vip_url(&format!("/echo/{i}"))).collect();
+    // HTTP/1.0 without keep-alive: a connection per request.
+    let r = bed.curl_many(&urls, &["--http1.0"]).expect("curl");
+    assert!(r.iter().all(|r| r.status == 200));
+    assert_eq!(r.iter().map(|r| r.new_connections).sum::<u32>(), 3);
+    // HTTP/1.0 with keep-alive: one connection.
+    let r = bed
+        .curl_many(&urls, &["--http1.0", "-H", "Connection: keep-alive"])
+        .expect("curl");
+    assert!(r.iter().all(|r| r.status == 200), "{r:?}");
+    assert_eq!(r.iter().map(|r| r.new_connections).sum::<u32>(), 1);
+    // Expect: 100-continue with a body.
+    let body = bed.write_file("body.bin", &"x".repeat(5000)).expect("body");
+    let r = bed
+        .curl_requests(&[Request::get(bed.vip_url("/echo/post")).with(&[
+            "-H",
+            "Expect: 100-continue",
+            "--data-binary",
+            &format!("@{}", body.display()),
+        ])])
+        .expect("curl");
+    assert_eq!(r[0].status, 200);
+    assert!(String::from_utf8_lossy(&r[0].body).ends_with("POST /echo/post\n"));
+}
+
+#[test]
+fn chunked_head_and_no_body_responses_relay_byte_exact() {
+    let bed = testbed(TestbedConfig {
+        object_sizes: vec![1024, 300 * 1024],
+        ..TestbedConfig::default()
+    });
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
+        .expect("start distributor");
+    let reqs = vec![
+        Request::get(bed.vip_url("/gz/307200")).with(&["--compressed"]),
+        Request::get(bed.vip_url("/obj/1024")).with(&["-I"]),
+        Request::get(bed.vip_url("/204")),
+        Request::get(bed.vip_url("/obj/307200")),
+        Request::get(bed.vip_url("/gz/1024")).with(&["--compressed"]),
+    ];
+    let r = bed.curl_requests(&reqs).expect("curl");
+    assert_eq!(
+        r.iter().map(|r| r.new_connections).sum::<u32>(),
+        1,
+        "one connection"
+    );
+    let sha = |resp: &distributor_tests::Response, size| {
+        bed.backend(resp.backend())
+            .unwrap()
+            .object(size)
+            .unwrap()
+            .sha256
+            .clone()
+    };
+    assert_eq!(r[0].status, 200);
+    assert_eq!(
+        r[0].headers.get("transfer-encoding").map(String::as_str),
+        Some("chunked")
+    );
+    assert_eq!(r[0].sha256(), sha(&r[0], 307_200));
+    // HEAD: curl -I writes the head where the body would go; no body bytes
+    // followed (else the next request on the connection would have failed).
+    assert_eq!(r[1].status, 200);
+    let head = String::from_utf8_lossy(&r[1].body).to_ascii_lowercase();
+    assert!(
+        head.starts_with("http/1.1 200") && head.contains("content-length: 1024"),
+        "{head}"
+    );
+    assert_eq!(r[2].status, 204);
+    assert_eq!(r[3].sha256(), sha(&r[3], 307_200));
+    assert_eq!(r[4].sha256(), sha(&r[4], 1024));
+}
+
+#[test]
+fn a_backend_dying_mid_response_closes_the_client_connection() {
+    let bed = testbed(TestbedConfig {
+        object_sizes: vec![4 * 1024 * 1024],
+        backend_directives: vec![("b2".into(), "sendfile_max_chunk 64k; limit_rate 1m;".into())],
+        ..TestbedConfig::default()
+    });
+    let pools = format!(
+        "[[pools]]\nname = \"default\"\nservers = [{{ address = \"{}:80\" }}]\n",
+        bed.backends[1].addr
+    );
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &pools))
+        .expect("start distributor");
+    let b2_ns = bed.backends[1].ns.name.clone();
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1000));
+        // Kill every process of b2 (its nginx) mid-response.
+        let pids = std::process::Command::new("ip")
+            .args(["netns", "pids", &b2_ns])
+            .output()
+            .unwrap();
+        for pid in String::from_utf8_lossy(&pids.stdout).split_whitespace() {
+            let _ = std::process::Command::new("kill")
+                .args(["-9", pid])
+                .status();
+        }
+    });
+    let raw =
+        b"GET /obj/4194304 HTTP/1.1\r\nHost: x\r\n\r\nGET /echo/next HTTP/1.1\r\nHost: x\r\n\r\n"
+            .to_vec();
+    let out = raw_exchange(&bed, raw);
+    killer.join().unwrap();
+    let head_end = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head")
+        + 4;
+    let head = String::from_utf8_lossy(&out[..head_end]);
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("Content-Length: 4194304"), "{head}");
+    let body = out.len() - head_end;
+    assert!(
+        body < 4 * 1024 * 1024,
+        "the response completed ({body} bytes)"
+    );
+    // The connection was closed: the pipelined second request got nothing.
+    assert!(
+        !out[head_end..].windows(8).any(|w| w == b"HTTP/1.1"),
+        "a second response followed"
+    );
+    let records = wait_records(&bed, 1);
+    assert!(
+        records[0]["error"]
+            .as_str()
+            .unwrap_or("")
+            .contains("backend"),
+        "{records:?}"
+    );
+}
+
+#[test]
+fn a_backend_breaking_framing_gets_502_and_its_connection_is_dropped() {
+    let bed = testbed(TestbedConfig::default());
+    // A broken backend on b1's host, port 8080: answers with both
+    // Content-Length and Transfer-Encoding.
+    let listener_ns = &bed.backends[0].ns;
+    let addr = format!("{}:8080", bed.backends[0].addr);
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let bind = addr.clone();
+    let _server = listener_ns
+        .spawn_thread(move || {
+            let l = std::net::TcpListener::bind(&bind).expect("bind");
+            ready_tx.send(()).unwrap();
+            // At most 4 connections, then the thread ends.
+            for stream in l.incoming().take(4) {
+                let Ok(mut s) = stream else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+            }
+        })
+        .expect("broken backend");
+    ready_rx.recv().unwrap();
+    let pools = format!("[[pools]]\nname = \"default\"\nservers = [{{ address = \"{addr}\" }}]\n");
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &pools))
+        .expect("start distributor");
+    let r = bed.curl(&bed.vip_url("/x")).expect("curl");
+    assert_eq!(r.status, 502);
+    let records = wait_records(&bed, 1);
+    assert_eq!(records[0]["status"], 502);
+    // Let the server thread finish: three more connections.
+    for _ in 0..3 {
+        let _ = bed.curl(&bed.vip_url("/x"));
+    }
+}

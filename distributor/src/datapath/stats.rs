@@ -59,7 +59,7 @@ pub fn read(pin_dir: &Path) -> Result<Snapshot, StatsError> {
         })?;
     let read_err = |map| move |source| StatsError::Read { map, source };
     let mut interfaces = Vec::new();
-    for entry in stats.iter() {
+    for entry in &stats {
         let (key, per_cpu) = entry.map_err(read_err(maps::IFACE_STATS))?;
         let total = per_cpu.iter().fold(Counters::default(), |a, c| a.sum(*c));
         interfaces.push(IfaceRow {

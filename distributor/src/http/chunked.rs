@@ -259,6 +259,7 @@ impl ChunkedScanner {
 
     /// Chunk data bytes seen so far (framing not counted).
     #[must_use]
+    #[cfg(test)]
     pub fn payload_bytes(&self) -> u64 {
         self.payload
     }

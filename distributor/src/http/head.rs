@@ -246,12 +246,6 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
-    /// The first value of the field `name` (case-insensitive).
-    #[must_use]
-    pub fn header(&self, name: &str) -> Option<&[u8]> {
-        first_header(&self.headers, name)
-    }
-
     /// Every value of the field `name` (case-insensitive), in order.
     pub fn headers_all<'a>(&'a self, name: &str) -> impl Iterator<Item = &'a [u8]> {
         all_headers(&self.headers, name)

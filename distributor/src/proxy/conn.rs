@@ -85,7 +85,7 @@ enum Exchange {
     Head {
         conn: BackendConn,
         head: ResponseHead,
-        rest: Vec<u8>,
+        after_head: Vec<u8>,
     },
     /// No usable response: answer the client with this.
     Fail(Reject),
@@ -143,7 +143,7 @@ impl Client<'_> {
 
         // 4. Send it: the pool's choice, then the next on connect failure.
         let mut tried = Vec::new();
-        let (server, inflight, conn, resp, rest) = loop {
+        let (server, inflight, conn, resp, after_head) = loop {
             let Some(idx) = pool.select(&view, &tried) else {
                 let detail = if tried.is_empty() {
                     format!("no server available in pool {}", pool.name)
@@ -161,7 +161,11 @@ impl Client<'_> {
             rec.server = Some(server.id.clone());
             let inflight = InFlight::new(&server);
             match self.exchange(&server, &wire, &mut rec, t0).await {
-                Exchange::Head { conn, head, rest } => break (server, inflight, conn, head, rest),
+                Exchange::Head {
+                    conn,
+                    head,
+                    after_head,
+                } => break (server, inflight, conn, head, after_head),
                 Exchange::ConnectFailed(e) => {
                     debug!(conn = self.id, "{e}");
                     rec.connect_failures += 1;
@@ -184,7 +188,7 @@ impl Client<'_> {
                 &server,
                 conn,
                 resp,
-                rest,
+                after_head,
                 &mut rec,
                 t0,
             )
@@ -293,14 +297,14 @@ impl Client<'_> {
             }
             BodyFraming::Chunked => {
                 let mut scanner = ChunkedScanner::with_limits(self.shared.chunk_limits());
-                let mut scanned = head_len;
+                let mut body_end = head_len;
                 loop {
                     let progress = scanner
-                        .feed(&self.buf[scanned..])
+                        .feed(&self.buf[body_end..])
                         .map_err(|e| Reject::close(e.status(), e.to_string()))?;
-                    scanned += progress.consumed;
+                    body_end += progress.consumed;
                     if progress.done {
-                        return Ok((framing, scanned - head_len));
+                        return Ok((framing, body_end - head_len));
                     }
                     match self.read_more(io_wait).await {
                         Ok(0) | Err(_) => {
@@ -348,9 +352,13 @@ impl Client<'_> {
                 Err(_) => return Exchange::Fail(Reject::close(504, "backend not reading")),
             }
             match read_response_head(&mut conn, t.response_head, &self.shared.limits).await {
-                Ok((head, rest)) => {
+                Ok((head, after_head)) => {
                     rec.t_first_byte_ms = Some(ms(t0.elapsed()));
-                    return Exchange::Head { conn, head, rest };
+                    return Exchange::Head {
+                        conn,
+                        head,
+                        after_head,
+                    };
                 }
                 // Closed (or reset) before sending a byte: the idle race.
                 Err(HeadFailure::ClosedEarly) if reused => {}
@@ -387,7 +395,7 @@ impl Client<'_> {
         server: &Server,
         mut conn: BackendConn,
         mut resp: ResponseHead,
-        mut rest: Vec<u8>,
+        mut after_head: Vec<u8>,
         rec: &mut RequestRecord,
         t0: Instant,
     ) -> Next {
@@ -411,10 +419,10 @@ impl Client<'_> {
                 }
                 rec.bytes_out += interim.len() as u64;
             }
-            match parse_after(&mut conn, rest, t.response_head, &self.shared.limits).await {
+            match parse_after(&mut conn, after_head, t.response_head, &self.shared.limits).await {
                 Ok((h, r)) => {
                     resp = h;
-                    rest = r;
+                    after_head = r;
                 }
                 Err(_) => {
                     return self
@@ -447,7 +455,7 @@ impl Client<'_> {
         }
         rec.bytes_out += head_out.len() as u64;
 
-        let body = self.relay_body(&mut conn, framing, rest, rec).await;
+        let body = self.relay_body(&mut conn, framing, after_head, rec).await;
         match body {
             BodyEnd::Complete { reusable } => {
                 if reusable && resp.keep_alive() {
@@ -632,8 +640,8 @@ async fn parse_after(
     loop {
         match parse_response_head(&buf, limits) {
             Ok(Parsed::Complete { head, len }) => {
-                let rest = buf.split_off(len);
-                return Ok((head, rest));
+                let after_head = buf.split_off(len);
+                return Ok((head, after_head));
             }
             Ok(Parsed::Partial) => {}
             Err(e) => return Err(HeadFailure::Invalid(format!("backend response head: {e}"))),

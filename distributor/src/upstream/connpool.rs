@@ -124,19 +124,15 @@ impl ConnPool {
                 // frees its permit.
             }
         }
-        let permit =
-            match tokio::time::timeout(connect_timeout, Arc::clone(&self.permits).acquire_owned())
-                .await
-            {
-                Ok(Ok(p)) => p,
-                _ => {
-                    return Err(ConnectError::Exhausted {
-                        addr: self.addr,
-                        max: self.max_open,
-                        after: connect_timeout,
-                    });
-                }
-            };
+        let Ok(Ok(permit)) =
+            tokio::time::timeout(connect_timeout, Arc::clone(&self.permits).acquire_owned()).await
+        else {
+            return Err(ConnectError::Exhausted {
+                addr: self.addr,
+                max: self.max_open,
+                after: connect_timeout,
+            });
+        };
         let stream =
             match tokio::time::timeout(connect_timeout, TcpStream::connect(self.addr)).await {
                 Ok(Ok(s)) => s,
