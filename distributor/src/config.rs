@@ -469,3 +469,58 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn the_annotated_example_is_valid() {
+        let c = Config::parse(include_str!("../../distributor.example.toml"))
+            .unwrap_or_else(|e| panic!("distributor.example.toml: {e}"));
+        assert_eq!(c.pools.len(), 3);
+        assert_eq!(c.rules.len(), 4);
+        assert_eq!(c.default_pool_name(), Some("default"));
+    }
+
+    #[test]
+    fn proxy_errors_name_the_field() {
+        let pools = "[listener]\naddress = \"203.0.113.1:80\"\n";
+        let cases = [
+            (pools.to_owned(), "pools"),
+            (
+                format!("{pools}[[pools]]\nname = \"a\"\nservers = []\n"),
+                "has no servers",
+            ),
+            (
+                format!(
+                    "{pools}[[pools]]\nname = \"a\"\nservers = [{{ address = \"192.0.2.1:80\" }}]\n\
+                     [[pools]]\nname = \"b\"\nservers = [{{ address = \"192.0.2.2:80\" }}]\n"
+                ),
+                "default_pool",
+            ),
+            (
+                format!(
+                    "{pools}[[pools]]\nname = \"a\"\nservers = [{{ address = \"192.0.2.1:80\" }}]\n\
+                     [[rules]]\nname = \"r\"\npool = \"nope\"\nwhen = {{ path = {{ prefix = \"/\" }} }}\n"
+                ),
+                "no pool is called \"nope\"",
+            ),
+            (
+                format!(
+                    "{pools}[[pools]]\nname = \"a\"\npolicy = \"consistent-hash\"\n\
+                     servers = [{{ address = \"192.0.2.1:80\" }}]\n"
+                ),
+                "hash_key",
+            ),
+            (
+                format!("{pools}[[pools]]\nname = \"a\"\nservers = [{{ address = \"nonsense\" }}]\n"),
+                "address",
+            ),
+        ];
+        for (text, want) in cases {
+            let err = Config::parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
+        }
+    }
+}

@@ -11,12 +11,12 @@ use std::{
 
 use distributor_tests::{Request, Testbed, TestbedConfig, VIP};
 
-fn testbed(config: TestbedConfig) -> Testbed {
+fn testbed(config: &TestbedConfig) -> Testbed {
     assert!(
         distributor_tests::is_root(),
         "these tests need root: run them with `cargo xtask test`"
     );
-    Testbed::new(&config).expect("building the testbed")
+    Testbed::new(config).expect("building the testbed")
 }
 
 /// b1 is the priority pool; b2 and b3 the default pool.
@@ -52,7 +52,7 @@ when = { all = [ { path = { prefix = "/obj/" } }, { header = { name = "x-admin",
 
 #[test]
 fn one_keep_alive_connection_carries_30_requests_each_routed_by_its_rule() {
-    let bed = testbed(TestbedConfig {
+    let bed = testbed(&TestbedConfig {
         backends: 3,
         object_sizes: vec![1024, 64 * 1024],
         ..TestbedConfig::default()
@@ -129,7 +129,7 @@ fn one_keep_alive_connection_carries_30_requests_each_routed_by_its_rule() {
     }
     // Least-load with sequential requests spreads over both default servers.
     assert!(
-        served.get("b2").is_some() && served.get("b3").is_some(),
+        served.contains_key("b2") && served.contains_key("b3"),
         "{served:?}"
     );
 
@@ -197,7 +197,7 @@ fn raw_exchange(bed: &Testbed, raw: Vec<u8>) -> Vec<u8> {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             s.write_all(&raw).expect("send");
             let mut out = Vec::new();
-            let mut buf = [0u8; 65536];
+            let mut buf = vec![0u8; 65536];
             loop {
                 match s.read(&mut buf) {
                     Ok(0) | Err(_) => break,
@@ -234,7 +234,7 @@ fn split_responses(mut data: &[u8]) -> Vec<(u16, String, Vec<u8>)> {
 
 #[test]
 fn pipelined_requests_come_back_in_order_from_different_backends() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(
             &bed.proxy_config("off", &two_pools(&bed, "round-robin", PRIORITY_RULES)),
@@ -306,13 +306,17 @@ fn backend_gets(bed: &Testbed) -> usize {
 
 #[test]
 fn malformed_requests_get_the_right_status_and_nothing_reaches_a_backend() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
         + "\n[limits]\nmax_body_bytes = 100000\n";
     let _gw = bed.start_distributor(&config).expect("start distributor");
 
     let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
-    let many_headers: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
+    let many_headers: String = (0..101).fold(String::new(), |mut s, i| {
+        use std::fmt::Write as _;
+        let _ = write!(s, "X-H{i}: v\r\n");
+        s
+    });
     let big_header = format!("X-Big: {}\r\n", "b".repeat(70_000));
     let cases: Vec<(&str, String, u16)> = vec![
         ("CL with TE", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".into(), 400),
@@ -367,7 +371,7 @@ fn malformed_requests_get_the_right_status_and_nothing_reaches_a_backend() {
 
 #[test]
 fn a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
         + "\n[timeouts]\nclient_head_ms = 500\nclient_idle_ms = 800\n";
     let _gw = bed.start_distributor(&config).expect("start distributor");
@@ -383,7 +387,7 @@ fn a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly() {
 
 #[test]
 fn least_load_gives_a_slow_backend_fewer_requests() {
-    let bed = testbed(TestbedConfig {
+    let bed = testbed(&TestbedConfig {
         backends: 3,
         object_sizes: vec![128 * 1024],
         // limit_rate only delays the next write: small sendfile chunks make
@@ -421,7 +425,7 @@ fn least_load_gives_a_slow_backend_fewer_requests() {
 
 #[test]
 fn backends_see_far_fewer_connections_than_requests() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
         .expect("start distributor");
@@ -461,7 +465,7 @@ fn backends_see_far_fewer_connections_than_requests() {
 
 #[test]
 fn a_pooled_connection_the_backend_closed_while_idle_is_replaced_transparently() {
-    let bed = testbed(TestbedConfig {
+    let bed = testbed(&TestbedConfig {
         backend_directives: vec![
             ("b2".into(), "keepalive_timeout 1s;".into()),
             ("b3".into(), "keepalive_timeout 1s;".into()),
@@ -486,7 +490,7 @@ fn a_pooled_connection_the_backend_closed_while_idle_is_replaced_transparently()
 
 #[test]
 fn connect_failure_moves_to_the_next_server_and_no_server_gives_503() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     // 192.0.2.6:81 refuses connections (nothing listens there).
     let pools = format!(
         "default_pool = \"default\"\n\n{}\n[[pools]]\nname = \"dead\"\nservers = [{{ address = \"{}:81\" }}]\n\n\
@@ -524,7 +528,7 @@ fn connect_failure_moves_to_the_next_server_and_no_server_gives_503() {
 
 #[test]
 fn http10_with_and_without_keep_alive_and_expect_100_continue() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
         .expect("start distributor");
@@ -555,7 +559,7 @@ fn http10_with_and_without_keep_alive_and_expect_100_continue() {
 
 #[test]
 fn chunked_head_and_no_body_responses_relay_byte_exact() {
-    let bed = testbed(TestbedConfig {
+    let bed = testbed(&TestbedConfig {
         object_sizes: vec![1024, 300 * 1024],
         ..TestbedConfig::default()
     });
@@ -604,7 +608,7 @@ fn chunked_head_and_no_body_responses_relay_byte_exact() {
 
 #[test]
 fn a_backend_dying_mid_response_closes_the_client_connection() {
-    let bed = testbed(TestbedConfig {
+    let bed = testbed(&TestbedConfig {
         object_sizes: vec![4 * 1024 * 1024],
         backend_directives: vec![("b2".into(), "sendfile_max_chunk 64k; limit_rate 1m;".into())],
         ..TestbedConfig::default()
@@ -618,7 +622,7 @@ fn a_backend_dying_mid_response_closes_the_client_connection() {
         .expect("start distributor");
     let b2_ns = bed.backends[1].ns.name.clone();
     let killer = std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_millis(1000));
+        std::thread::sleep(Duration::from_secs(1));
         // Kill every process of b2 (its nginx) mid-response.
         let pids = std::process::Command::new("ip")
             .args(["netns", "pids", &b2_ns])
@@ -665,7 +669,7 @@ fn a_backend_dying_mid_response_closes_the_client_connection() {
 
 #[test]
 fn a_backend_breaking_framing_gets_502_and_its_connection_is_dropped() {
-    let bed = testbed(TestbedConfig::default());
+    let bed = testbed(&TestbedConfig::default());
     // A broken backend on b1's host, port 8080: answers with both
     // Content-Length and Transfer-Encoding.
     let listener_ns = &bed.backends[0].ns;

@@ -12,7 +12,7 @@ const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
 const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 /// The fixed hash of the ring: 64-bit FNV-1a over `bytes`, then the
-/// MurmurHash3 `fmix64` finalizer (FNV-1a alone spreads inputs that differ
+/// `MurmurHash3` `fmix64` finalizer (FNV-1a alone spreads inputs that differ
 /// only in their last bytes poorly). Not seeded: the same key maps to the
 /// same server across restarts and across instances.
 #[must_use]

@@ -166,58 +166,14 @@ impl Cond {
         }
         Ok(match cond {
             Condition::Method(m) => {
-                let field = format!("{field}.method.is");
-                let methods = m.is.as_slice();
-                if methods.is_empty() {
-                    return err(field, Problem::Empty);
-                }
-                for (i, method) in methods.iter().enumerate() {
-                    if !is_token(method) {
-                        return err(format!("{field}[{i}]"), Problem::Method(method.clone()));
-                    }
-                }
-                Self::Method(methods.iter().map(|m| m.as_str().into()).collect())
+                compile_methods(m.is.as_slice(), &format!("{field}.method.is"))?
             }
-            Condition::Path(p) => match p {
-                PathCondition::Exact(path) => {
-                    non_empty(path, &format!("{field}.path.exact"))?;
-                    Self::PathExact(path.as_str().into())
-                }
-                PathCondition::Prefix(prefix) => {
-                    non_empty(prefix, &format!("{field}.path.prefix"))?;
-                    Self::PathPrefix(prefix.as_str().into())
-                }
-                PathCondition::Regex(re) => {
-                    Self::PathRegex(compile_regex(re, false, &format!("{field}.path.regex"))?)
-                }
-            },
-            Condition::Host(h) => match h {
-                HostCondition::Equals(host) => {
-                    let field = format!("{field}.host.equals");
-                    non_empty(host, &field)?;
-                    if strip_port(host.as_bytes()) != host.as_bytes() {
-                        return err(field, Problem::HostWithPort(host.clone()));
-                    }
-                    Self::HostEquals(host.as_str().into())
-                }
-                HostCondition::Regex(re) => {
-                    Self::HostRegex(compile_regex(re, true, &format!("{field}.host.regex"))?)
-                }
-            },
-            Condition::ClientAddr(c) => {
-                let field = format!("{field}.client_addr.cidr");
-                if c.cidr.is_empty() {
-                    return err(field, Problem::Empty);
-                }
-                let nets = c
-                    .cidr
-                    .iter()
-                    .enumerate()
-                    .map(|(i, s)| parse_net(s).map_err(|p| (i, p)))
-                    .collect::<Result<_, _>>()
-                    .or_else(|(i, problem)| err(format!("{field}[{i}]"), problem))?;
-                Self::ClientAddr(nets)
-            }
+            Condition::Path(p) => compile_path(p, field)?,
+            Condition::Host(h) => compile_host(h, field)?,
+            Condition::ClientAddr(c) => Self::ClientAddr(compile_cidrs(
+                &c.cidr,
+                &format!("{field}.client_addr.cidr"),
+            )?),
             Condition::ClientId(c) => {
                 let field = format!("{field}.client_id");
                 if !is_token(&c.header) {
@@ -273,6 +229,63 @@ impl Cond {
             )?)),
         })
     }
+}
+
+fn compile_methods(methods: &[String], field: &str) -> Result<Cond, FieldError> {
+    if methods.is_empty() {
+        return err(field, Problem::Empty);
+    }
+    for (i, method) in methods.iter().enumerate() {
+        if !is_token(method) {
+            return err(format!("{field}[{i}]"), Problem::Method(method.clone()));
+        }
+    }
+    Ok(Cond::Method(
+        methods.iter().map(|m| m.as_str().into()).collect(),
+    ))
+}
+
+fn compile_path(cond: &PathCondition, field: &str) -> Result<Cond, FieldError> {
+    Ok(match cond {
+        PathCondition::Exact(path) => {
+            non_empty(path, &format!("{field}.path.exact"))?;
+            Cond::PathExact(path.as_str().into())
+        }
+        PathCondition::Prefix(prefix) => {
+            non_empty(prefix, &format!("{field}.path.prefix"))?;
+            Cond::PathPrefix(prefix.as_str().into())
+        }
+        PathCondition::Regex(re) => {
+            Cond::PathRegex(compile_regex(re, false, &format!("{field}.path.regex"))?)
+        }
+    })
+}
+
+fn compile_host(cond: &HostCondition, field: &str) -> Result<Cond, FieldError> {
+    Ok(match cond {
+        HostCondition::Equals(host) => {
+            let field = format!("{field}.host.equals");
+            non_empty(host, &field)?;
+            if strip_port(host.as_bytes()) != host.as_bytes() {
+                return err(field, Problem::HostWithPort(host.clone()));
+            }
+            Cond::HostEquals(host.as_str().into())
+        }
+        HostCondition::Regex(re) => {
+            Cond::HostRegex(compile_regex(re, true, &format!("{field}.host.regex"))?)
+        }
+    })
+}
+
+fn compile_cidrs(cidrs: &[String], field: &str) -> Result<Box<[IpNet]>, FieldError> {
+    if cidrs.is_empty() {
+        return err(field, Problem::Empty);
+    }
+    cidrs
+        .iter()
+        .enumerate()
+        .map(|(i, s)| parse_net(s).or_else(|problem| err(format!("{field}[{i}]"), problem)))
+        .collect()
 }
 
 fn compile_list(conds: &[Condition], field: &str, depth: usize) -> Result<Box<[Cond]>, FieldError> {
