@@ -1,4 +1,8 @@
-use std::{cmp::Ordering, collections::HashMap, sync::Arc};
+use std::{
+    cmp::{Ordering, Reverse},
+    collections::{BinaryHeap, HashMap},
+    sync::Arc,
+};
 
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde::Deserialize;
@@ -165,25 +169,28 @@ fn least_load_spreads_ties() {
     }
 }
 
-/// Requests arrive one per step and each in-flight request completes with
-/// probability 1/100 per step: the weight-3 server must carry about three
-/// times the requests of the weight-1 server.
+/// Requests arrive one per step and last 1 to 199 steps (100 on average,
+/// independent of the server): the weight-3 server must carry about three
+/// times the requests of the weight-1 server, as a real pool would.
 #[test]
 fn least_load_respects_weights_under_load() {
     let mut rng = StdRng::seed_from_u64(3);
     let mut candidates = [cand(3, 0), cand(1, 0)];
     let mut picks = [0_u64; 2];
-    for step in 0..60_000 {
+    let mut running: BinaryHeap<Reverse<(u64, usize)>> = BinaryHeap::new();
+    for step in 0..100_000_u64 {
+        while let Some(&Reverse((end, i))) = running.peek() {
+            if end > step {
+                break;
+            }
+            running.pop();
+            candidates[i].in_flight -= 1;
+        }
         let i = LeastLoad::select_with(&candidates, &mut rng).unwrap();
         candidates[i].in_flight += 1;
+        running.push(Reverse((step + rng.random_range(1..200), i)));
         if step >= 5_000 {
             picks[i] += 1;
-        }
-        for c in &mut candidates {
-            let done = (0..c.in_flight)
-                .filter(|_| rng.random_ratio(1, 100))
-                .count();
-            c.in_flight -= done as u64;
         }
     }
     #[expect(clippy::cast_precision_loss, reason = "test statistics")]
