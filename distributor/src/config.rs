@@ -514,7 +514,9 @@ mod example_tests {
                 "hash_key",
             ),
             (
-                format!("{pools}[[pools]]\nname = \"a\"\nservers = [{{ address = \"nonsense\" }}]\n"),
+                format!(
+                    "{pools}[[pools]]\nname = \"a\"\nservers = [{{ address = \"nonsense\" }}]\n"
+                ),
                 "address",
             ),
         ];

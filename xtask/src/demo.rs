@@ -118,7 +118,8 @@ pub fn run(keep: bool) -> Result<()> {
     step("metrics (excerpt of GET /metrics on the admin address)");
     let metrics = bed.metrics()?;
     for line in metrics.lines().filter(|l| {
-        l.starts_with("distributor_requests_total") || l.starts_with("distributor_backend_connections")
+        l.starts_with("distributor_requests_total")
+            || l.starts_with("distributor_backend_connections")
     }) {
         println!("{line}");
     }
@@ -149,9 +150,16 @@ pub fn run(keep: bool) -> Result<()> {
 /// Whether the body is the object the answering backend serves.
 fn body_check(bed: &Testbed, r: &distributor_tests::Response, path: &str) -> &'static str {
     let Some(backend) = bed.backend(r.backend()) else {
-        return if r.status == 204 { "ok (no body)" } else { "NO BACKEND" };
+        return if r.status == 204 {
+            "ok (no body)"
+        } else {
+            "NO BACKEND"
+        };
     };
-    let size = path.rsplit('/').next().and_then(|s| s.parse::<usize>().ok());
+    let size = path
+        .rsplit('/')
+        .next()
+        .and_then(|s| s.parse::<usize>().ok());
     match size.and_then(|s| backend.object(s)) {
         Some(o) if o.sha256 == r.sha256() => "sha256 ok",
         Some(_) => "SHA256 MISMATCH",
