@@ -174,6 +174,17 @@ fn one_keep_alive_connection_carries_30_requests_each_routed_by_its_rule() {
         let backend = responses[i].backend();
         assert_eq!(server, format!("{}:80", bed.backend(backend).unwrap().addr));
     }
+    // The metrics count the same requests by pool, server and status.
+    let metrics = bed.metrics().expect("metrics");
+    let priority = expect_priority.iter().filter(|p| **p).count();
+    let line = format!(
+        "distributor_requests_total{{pool=\"priority\",server=\"{}:80\",status=\"200\",path=\"relay\"}} {priority}",
+        bed.backends[0].addr
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no {line:?} in\n{metrics}"
+    );
 }
 
 /// The access log's records, waiting briefly for the writer thread.
@@ -702,4 +713,103 @@ fn a_backend_breaking_framing_gets_502_and_its_connection_is_dropped() {
     for _ in 0..3 {
         let _ = bed.curl(&bed.vip_url("/x"));
     }
+}
+
+/// Runs a scripted HTTP server on b1's host, port 8080, for at most
+/// `connections` connections: `serve(n, stream)` handles connection n.
+fn scripted_backend(
+    bed: &Testbed,
+    connections: usize,
+    serve: fn(usize, std::net::TcpStream),
+) -> String {
+    let addr = format!("{}:8080", bed.backends[0].addr);
+    let bind = addr.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    bed.backends[0]
+        .ns
+        .spawn_thread(move || {
+            let l = std::net::TcpListener::bind(&bind).expect("bind");
+            ready_tx.send(()).unwrap();
+            for (n, stream) in l.incoming().take(connections).enumerate() {
+                if let Ok(s) = stream {
+                    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                    serve(n, s);
+                }
+            }
+        })
+        .expect("scripted backend");
+    ready_rx.recv().unwrap();
+    addr
+}
+
+/// Reads one request head (enough for GETs without a body).
+fn read_request(s: &mut std::net::TcpStream) -> bool {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    true
+}
+
+#[test]
+fn a_request_is_retried_on_a_fresh_connection_when_the_pooled_one_was_closed() {
+    let bed = testbed(&TestbedConfig::default());
+    // Each connection answers its first request, then closes when the
+    // second one arrives, without a byte of response: exactly what a
+    // backend closing an idle keep-alive connection looks like to a proxy
+    // that sent a request at the same moment.
+    let addr = scripted_backend(&bed, 3, |n, mut s| {
+        if read_request(&mut s) {
+            let body = format!("conn {n}");
+            let _ = s.write_all(
+                format!(
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .as_bytes(),
+            );
+        }
+        let _ = read_request(&mut s);
+        // Dropping the stream closes it unanswered.
+    });
+    let pools = format!("[[pools]]\nname = \"default\"\nservers = [{{ address = \"{addr}\" }}]\n");
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("off", &pools))
+        .expect("start distributor");
+    let r = bed
+        .curl_many(
+            &[bed.vip_url("/a"), bed.vip_url("/b"), bed.vip_url("/c")],
+            &[],
+        )
+        .expect("curl");
+    let bodies: Vec<String> = r
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into())
+        .collect();
+    assert!(r.iter().all(|r| r.status == 200), "{r:?}");
+    assert_eq!(bodies, ["conn 0", "conn 1", "conn 2"]);
+    let records = wait_records(&bed, 3);
+    assert_eq!(records[0]["retried"], false);
+    assert_eq!(records[1]["retried"], true, "{}", records[1]);
+    assert_eq!(records[2]["retried"], true, "{}", records[2]);
+}
+
+#[test]
+fn a_backend_that_never_answers_gets_504() {
+    let bed = testbed(&TestbedConfig::default());
+    let addr = scripted_backend(&bed, 1, |_, mut s| {
+        let _ = read_request(&mut s);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let pools = format!("[[pools]]\nname = \"default\"\nservers = [{{ address = \"{addr}\" }}]\n");
+    let config = bed.proxy_config("off", &pools) + "\n[timeouts]\nresponse_head_ms = 500\n";
+    let _gw = bed.start_distributor(&config).expect("start distributor");
+    let r = bed.curl(&bed.vip_url("/slow")).expect("curl");
+    assert_eq!(r.status, 504);
+    let records = wait_records(&bed, 1);
+    assert_eq!(records[0]["status"], 504);
 }
