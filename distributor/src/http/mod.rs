@@ -28,13 +28,9 @@ mod head;
 #[cfg(test)]
 mod testutil;
 
-// Until the proxy lands, nothing outside this module names these paths; the
-// expectations go once it does.
-#[expect(unused_imports, reason = "the API for the proxy, which lands next")]
-pub use chunked::{ChunkError, ChunkLimits, ChunkedScanner, Progress};
-#[expect(unused_imports, reason = "the API for the proxy, which lands next")]
-pub use framing::{BodyFraming, FramingError, check_body_size, request_body, response_body};
-#[expect(unused_imports, reason = "the API for the proxy, which lands next")]
+pub use chunked::{ChunkLimits, ChunkedScanner};
+pub use framing::{BodyFraming, check_body_size, request_body, response_body};
+pub(crate) use head::trim_ows;
 pub use head::{
-    HeadError, Limits, Parsed, RequestHead, ResponseHead, parse_request_head, parse_response_head,
+    Limits, Parsed, RequestHead, ResponseHead, parse_request_head, parse_response_head,
 };

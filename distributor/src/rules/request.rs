@@ -3,6 +3,7 @@
 //! parameters, user ids). Nothing here panics on malformed input: what
 //! cannot be parsed is absent.
 
+use crate::http::trim_ows;
 use std::{borrow::Cow, net::IpAddr};
 
 use base64::{
@@ -174,17 +175,6 @@ pub(super) fn strip_port(host: &[u8]) -> &[u8] {
         Some(colon) if host[colon + 1..].iter().all(u8::is_ascii_digit) => &host[..colon],
         _ => host,
     }
-}
-
-/// `value` without leading and trailing SP / HTAB.
-fn trim_ows(value: &[u8]) -> &[u8] {
-    let is_ows = |b: &u8| *b == b' ' || *b == b'\t';
-    let start = value.iter().position(|b| !is_ows(b)).unwrap_or(value.len());
-    let end = value
-        .iter()
-        .rposition(|b| !is_ows(b))
-        .map_or(start, |i| i + 1);
-    &value[start..end]
 }
 
 /// A cookie value without its surrounding double quotes (RFC 6265 §4.1.1).
