@@ -134,8 +134,8 @@ impl Client<'_> {
         };
         let matched = self.shared.rules.route(&view);
         let pool = self.shared.upstreams.pool(matched.as_ref().map(|m| m.pool));
-        rec.rule = matched.as_ref().map(|m| m.name.to_string());
-        rec.pool = Some(pool.name.clone());
+        rec.rule = matched.map(|m| Arc::clone(&self.shared.rule_names[m.index]));
+        rec.pool = Some(Arc::clone(&pool.name));
 
         let mut wire = message::backend_request_head(&head, framing, self.peer.ip());
         wire.extend_from_slice(&self.buf[head_len..request_bytes]);
@@ -158,7 +158,7 @@ impl Client<'_> {
                 return self.finish_local(rec, t0, reject).await;
             };
             let server = Arc::clone(&pool.servers[idx]);
-            rec.server = Some(server.id.clone());
+            rec.server = Some(Arc::clone(&server.id));
             let inflight = InFlight::new(&server);
             match self.exchange(&server, &wire, &mut rec, t0).await {
                 Exchange::Head {
@@ -450,12 +450,10 @@ impl Client<'_> {
             (true, _) => ClientConnection::KeepAlive11,
         };
         let head_out = message::client_response_head(&resp, framing, client_conn);
-        if self.write_client(&head_out).await.is_err() {
-            return Next::Close;
-        }
         rec.bytes_out += head_out.len() as u64;
-
-        let body = self.relay_body(&mut conn, framing, after_head, rec).await;
+        let body = self
+            .relay_body(&mut conn, framing, head_out, after_head, rec)
+            .await;
         match body {
             BodyEnd::Complete { reusable } => {
                 if reusable && resp.keep_alive() {
@@ -480,70 +478,66 @@ impl Client<'_> {
         }
     }
 
+    /// Sends `head` and the response body to the client. `pending` holds
+    /// the body bytes that arrived with the head. The head goes out in the
+    /// same write as the first body bytes (one syscall and one segment for
+    /// a small response), and one buffer serves every read.
     async fn relay_body(
         &mut self,
         conn: &mut BackendConn,
         framing: BodyFraming,
+        head: Vec<u8>,
         mut pending: Vec<u8>,
         rec: &mut RequestRecord,
     ) -> BodyEnd {
         let idle = self.shared.timeouts.response_body_idle;
-        let io_wait = self.shared.timeouts.client_io;
         let mut scanner = ChunkedScanner::new();
         let mut remaining = match framing {
-            BodyFraming::None => {
-                return BodyEnd::Complete {
-                    reusable: pending.is_empty(),
-                };
-            }
+            BodyFraming::None => 0,
             BodyFraming::Length(n) => n,
             BodyFraming::Chunked | BodyFraming::CloseDelimited => u64::MAX,
         };
-        let mut buf = vec![0u8; CHUNK];
+        // What goes to the client next: the head, then body bytes.
+        let mut out = head;
         loop {
-            if framing != BodyFraming::Chunked && remaining == 0 {
-                // Content-Length: 0, or every byte forwarded. Bytes past
-                // the end mean the backend broke framing: no reuse.
-                return BodyEnd::Complete {
-                    reusable: pending.is_empty(),
-                };
+            // As much of `pending` as belongs to this response.
+            let take = match framing {
+                BodyFraming::None => 0,
+                BodyFraming::Length(_) => {
+                    usize::try_from(remaining).map_or(pending.len(), |r| r.min(pending.len()))
+                }
+                BodyFraming::Chunked => match scanner.feed(&pending) {
+                    Ok(p) => p.consumed,
+                    Err(e) => return BodyEnd::BackendFailed(format!("bad chunked body: {e}")),
+                },
+                BodyFraming::CloseDelimited => pending.len(),
+            };
+            let body = &pending[..take];
+            let write = if out.is_empty() {
+                self.write_client(body).await
+            } else {
+                out.extend_from_slice(body);
+                let r = self.write_client(&out).await;
+                out = Vec::new();
+                r
+            };
+            if write.is_err() {
+                return BodyEnd::ClientFailed;
             }
-            // Forward what is pending, as much as belongs to this message.
-            if !pending.is_empty() {
-                let take = match framing {
-                    BodyFraming::Length(_) => {
-                        usize::try_from(remaining).map_or(pending.len(), |r| r.min(pending.len()))
-                    }
-                    BodyFraming::Chunked => match scanner.feed(&pending) {
-                        Ok(p) => p.consumed,
-                        Err(e) => return BodyEnd::BackendFailed(format!("bad chunked body: {e}")),
-                    },
-                    _ => pending.len(),
+            rec.bytes_out += take as u64;
+            if framing != BodyFraming::Chunked {
+                remaining = remaining.saturating_sub(take as u64);
+            }
+            let done = match framing {
+                BodyFraming::Chunked => scanner.is_done(),
+                _ => remaining == 0,
+            };
+            if done {
+                // Bytes past the end of the response: the backend broke
+                // framing, so its connection is not reused.
+                return BodyEnd::Complete {
+                    reusable: pending.len() == take,
                 };
-                if tokio::time::timeout(io_wait, self.stream.write_all(&pending[..take]))
-                    .await
-                    .map_or(true, |r| r.is_err())
-                {
-                    return BodyEnd::ClientFailed;
-                }
-                rec.bytes_out += take as u64;
-                if framing != BodyFraming::Chunked {
-                    remaining = remaining.saturating_sub(take as u64);
-                }
-                let extra = pending.len() - take;
-                let done = match framing {
-                    BodyFraming::Length(_) => remaining == 0,
-                    BodyFraming::Chunked => scanner.is_done(),
-                    _ => false,
-                };
-                if done {
-                    // Bytes past the end of the response: the backend broke
-                    // framing, so its connection is not reused.
-                    return BodyEnd::Complete {
-                        reusable: extra == 0,
-                    };
-                }
-                pending.clear();
             }
             let want = match framing {
                 BodyFraming::Length(_) => {
@@ -551,14 +545,17 @@ impl Client<'_> {
                 }
                 _ => CHUNK,
             };
-            match tokio::time::timeout(idle, conn.stream.read(&mut buf[..want])).await {
+            pending.clear();
+            pending.reserve(want);
+            let mut limited = (&mut conn.stream).take(want as u64);
+            match tokio::time::timeout(idle, limited.read_buf(&mut pending)).await {
                 Ok(Ok(0)) if framing == BodyFraming::CloseDelimited => {
                     return BodyEnd::Complete { reusable: false };
                 }
                 Ok(Ok(0)) => {
                     return BodyEnd::BackendFailed("backend closed mid-response".to_owned());
                 }
-                Ok(Ok(n)) => pending.extend_from_slice(&buf[..n]),
+                Ok(Ok(_)) => {}
                 Ok(Err(e)) => return BodyEnd::BackendFailed(format!("backend read: {e}")),
                 Err(_) => return BodyEnd::BackendFailed("backend stalled mid-response".to_owned()),
             }

@@ -39,6 +39,8 @@ pub struct Shared {
     pub max_body: u64,
     pub timeouts: Timeouts,
     pub rules: RuleSet,
+    /// The rules' names, by index, for request records.
+    pub rule_names: Vec<Arc<str>>,
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
@@ -89,6 +91,7 @@ impl Shared {
             max_body: l.max_body_bytes,
             timeouts: Timeouts::from(&config.timeouts),
             rules: RuleSet::compile(&config.rules)?,
+            rule_names: config.rules.iter().map(|r| r.name.as_str().into()).collect(),
             upstreams,
             metrics,
             access_log,

@@ -12,22 +12,24 @@ use crate::upstream::Upstreams;
 
 use super::RequestRecord;
 
+// Label values are shared or static strings: recording a request allocates
+// nothing but the one "-" placeholder for local answers.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub pool: String,
-    pub server: String,
+    pub pool: Arc<str>,
+    pub server: Arc<str>,
     pub status: u16,
-    pub path: String,
+    pub path: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ServerLabels {
-    pub server: String,
+    pub server: Arc<str>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
-    pub direction: String,
+    pub direction: &'static str,
 }
 
 /// The metrics and the registry that encodes them.
@@ -152,27 +154,28 @@ impl Default for Metrics {
 impl Metrics {
     /// Folds one finished request in.
     pub fn record(&self, rec: &RequestRecord) {
-        let server = rec.server.clone().unwrap_or_else(|| "-".to_owned());
+        let none: Arc<str> = Arc::from("-");
+        let server = rec.server.clone().unwrap_or_else(|| Arc::clone(&none));
         let path = match rec.path_taken {
             Some(super::ResponsePath::Relay) => "relay",
             Some(super::ResponsePath::Local) | None => "local",
         };
         self.requests
             .get_or_create(&RequestLabels {
-                pool: rec.pool.clone().unwrap_or_else(|| "-".to_owned()),
+                pool: rec.pool.clone().unwrap_or(none),
                 server: server.clone(),
                 status: rec.status,
-                path: path.to_owned(),
+                path,
             })
             .inc();
         self.bytes
             .get_or_create(&DirectionLabels {
-                direction: "in".to_owned(),
+                direction: "in",
             })
             .inc_by(rec.bytes_in);
         self.bytes
             .get_or_create(&DirectionLabels {
-                direction: "out".to_owned(),
+                direction: "out",
             })
             .inc_by(rec.bytes_out);
         let labels = ServerLabels { server };
@@ -191,7 +194,7 @@ impl Metrics {
     pub fn render(&self, upstreams: &Arc<Upstreams>) -> String {
         for s in upstreams.servers() {
             let labels = ServerLabels {
-                server: s.id.clone(),
+                server: Arc::clone(&s.id),
             };
             let set = |g: &Family<ServerLabels, Gauge>, v: u64| {
                 g.get_or_create(&labels)

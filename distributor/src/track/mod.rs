@@ -6,6 +6,7 @@ pub mod metrics;
 use std::{
     io::Write as _,
     net::SocketAddr,
+    sync::Arc,
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -38,9 +39,9 @@ pub struct RequestRecord {
     pub method: String,
     pub path: String,
     /// The rule that matched; `None`: no rule, default pool.
-    pub rule: Option<String>,
-    pub pool: Option<String>,
-    pub server: Option<String>,
+    pub rule: Option<Arc<str>>,
+    pub pool: Option<Arc<str>>,
+    pub server: Option<Arc<str>>,
     pub backend_conn: Option<u64>,
     /// Whether the backend connection came from the idle pool.
     pub reused: Option<bool>,

@@ -26,8 +26,9 @@ pub use connpool::{BackendConn, ConnPool};
 /// One backend server.
 #[derive(Debug)]
 pub struct Server {
-    /// `address` as text: the id in logs, metrics and the hash ring.
-    pub id: String,
+    /// `address` as text: the id in logs, metrics and the hash ring
+    /// (shared, so a request record takes it without allocating).
+    pub id: Arc<str>,
     pub address: SocketAddr,
     pub weight: u32,
     /// Requests sent to this server whose response is not finished, across
@@ -40,7 +41,7 @@ pub struct Server {
 impl Server {
     fn new(address: SocketAddr, weight: u32, limits: &BackendConnectionsConfig) -> Self {
         Self {
-            id: address.to_string(),
+            id: address.to_string().into(),
             address,
             weight,
             in_flight: AtomicU64::new(0),
@@ -75,7 +76,7 @@ impl Drop for InFlight {
 /// A named pool of servers with its selection policy.
 #[derive(Debug)]
 pub struct Pool {
-    pub name: String,
+    pub name: Arc<str>,
     pub servers: Vec<Arc<Server>>,
     selector: Box<dyn Selector>,
     hash_key: Option<KeySource>,
@@ -124,7 +125,7 @@ impl Upstreams {
         let by_name: HashMap<String, usize> = pools
             .iter()
             .enumerate()
-            .map(|(i, p)| (p.name.clone(), i))
+            .map(|(i, p)| (p.name.to_string(), i))
             .collect();
         let default_pool = config
             .default_pool_name()
@@ -179,10 +180,10 @@ fn build_pool(
             )
         })
         .collect();
-    let ids: Vec<String> = members.iter().map(|s| s.id.clone()).collect();
+    let ids: Vec<String> = members.iter().map(|s| s.id.to_string()).collect();
     let weights: Vec<u32> = p.servers.iter().map(|s| s.weight).collect();
     Pool {
-        name: p.name.clone(),
+        name: p.name.as_str().into(),
         selector: balance::build(p.policy, &ids, &weights),
         servers: members,
         hash_key: p.hash_key.clone(),
