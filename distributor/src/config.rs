@@ -63,6 +63,10 @@ pub struct ListenerConfig {
     pub address: Option<SocketAddr>,
     /// Client connections served at once; more wait in the accept queue.
     pub max_connections: usize,
+    /// Worker threads, each with its own event loop and its own listening
+    /// socket (`SO_REUSEPORT`: the kernel spreads connections). 0: one per
+    /// CPU.
+    pub workers: usize,
 }
 
 impl Default for ListenerConfig {
@@ -70,6 +74,7 @@ impl Default for ListenerConfig {
         Self {
             address: None,
             max_connections: 10_000,
+            workers: 0,
         }
     }
 }

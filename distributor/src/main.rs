@@ -17,7 +17,6 @@ use std::{path::PathBuf, sync::Arc};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio::{
-    net::TcpListener,
     signal::unix::{SignalKind, signal},
     task::JoinSet,
 };
@@ -83,7 +82,9 @@ fn main_inner() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
-            tokio::runtime::Builder::new_multi_thread()
+            // The main loop only handles signals, the admin endpoint and
+            // housekeeping; the proxy runs on its own worker threads.
+            tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the tokio runtime")?
@@ -122,9 +123,10 @@ async fn run(config: Config) -> anyhow::Result<()> {
         None => None,
     };
     let mut tasks = JoinSet::new();
-    if let Some(addr) = config.listener.address {
-        start_proxy(&config, addr, &mut tasks).await?;
-    }
+    let workers = match config.listener.address {
+        Some(addr) => Some(start_proxy(&config, addr, &mut tasks).await?),
+        None => None,
+    };
     info!(pid = std::process::id(), "distributor running");
 
     tokio::select! {
@@ -132,6 +134,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = sigterm.recv() => info!("SIGTERM: stopping"),
     }
     // Stop accepting and drop every connection task (their sockets close).
+    if let Some(w) = workers {
+        w.stop();
+    }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
     if let Some(task) = logger {
@@ -149,7 +154,7 @@ async fn start_proxy(
     config: &Config,
     addr: std::net::SocketAddr,
     tasks: &mut JoinSet<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<proxy::Workers> {
     let metrics = Arc::new(Metrics::default());
     let upstreams = Arc::new(Upstreams::new(config));
     let access_log = AccessLog::start(&config.access_log.path)?;
@@ -159,14 +164,13 @@ async fn start_proxy(
         Arc::clone(&metrics),
         access_log,
     )?);
-    let listener = TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("listening on {addr} (listener.address)"))?;
-    tasks.spawn(proxy::serve(
-        listener,
-        shared,
+    let workers = proxy::Workers::start(
+        addr,
+        config.listener.workers,
+        &shared,
         config.listener.max_connections,
-    ));
+    )
+    .with_context(|| format!("listening on {addr} (listener.address)"))?;
     tasks.spawn(proxy::expire_idle(
         Arc::clone(&upstreams),
         config::TimeoutsConfig::ms(config.timeouts.backend_idle_ms),
@@ -179,7 +183,7 @@ async fn start_proxy(
         info!(%admin_addr, "admin endpoint: GET /metrics");
     }
     info!(%addr, pools = config.pools.len(), rules = config.rules.len(), "listening");
-    Ok(())
+    Ok(workers)
 }
 
 /// Forwards `aya-log` records from the datapath to our log. The logger owns

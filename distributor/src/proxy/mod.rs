@@ -91,7 +91,11 @@ impl Shared {
             max_body: l.max_body_bytes,
             timeouts: Timeouts::from(&config.timeouts),
             rules: RuleSet::compile(&config.rules)?,
-            rule_names: config.rules.iter().map(|r| r.name.as_str().into()).collect(),
+            rule_names: config
+                .rules
+                .iter()
+                .map(|r| r.name.as_str().into())
+                .collect(),
             upstreams,
             metrics,
             access_log,
@@ -148,4 +152,95 @@ pub async fn expire_idle(upstreams: Arc<Upstreams>, timeout: Duration) {
             s.conns.expire(timeout);
         }
     }
+}
+
+/// The proxy's worker threads: each runs a single-threaded event loop with
+/// its own listening socket on the virtual IP (`SO_REUSEPORT`), so a
+/// connection lives on one thread from accept to close: no work stealing,
+/// no cross-thread wake-ups, one timer wheel per thread. What they share
+/// (load counters, connection pools, metrics) is behind atomics and short
+/// locks.
+pub struct Workers {
+    threads: Vec<std::thread::JoinHandle<()>>,
+    stop: tokio::sync::watch::Sender<bool>,
+}
+
+impl Workers {
+    /// Binds `count` listening sockets on `addr` and starts one worker per
+    /// socket. Binding happens here, so an address problem is reported
+    /// before anything runs.
+    pub fn start(
+        addr: std::net::SocketAddr,
+        count: usize,
+        shared: &Arc<Shared>,
+        max_connections: usize,
+    ) -> std::io::Result<Self> {
+        let count = if count == 0 {
+            std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+        } else {
+            count
+        };
+        let listeners = (0..count)
+            .map(|_| bind_reuseport(addr))
+            .collect::<std::io::Result<Vec<_>>>()?;
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let per_worker = max_connections.div_ceil(count).max(1);
+        let mut threads = Vec::with_capacity(count);
+        for (i, listener) in listeners.into_iter().enumerate() {
+            let shared = Arc::clone(shared);
+            let mut stopped = stopped.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("proxy-{i}"))
+                .spawn(move || {
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            warn!("worker {i}: no event loop: {e}");
+                            return;
+                        }
+                    };
+                    rt.block_on(async move {
+                        let listener = match TcpListener::from_std(listener) {
+                            Ok(l) => l,
+                            Err(e) => {
+                                warn!("worker {i}: {e}");
+                                return;
+                            }
+                        };
+                        tokio::select! {
+                            () = serve(listener, shared, per_worker) => {}
+                            _ = stopped.wait_for(|s| *s) => {}
+                        }
+                    });
+                    // Dropping the runtime cancels this worker's connection
+                    // tasks: their sockets close.
+                })?;
+            threads.push(thread);
+        }
+        Ok(Self { threads, stop })
+    }
+
+    /// Stops accepting, closes every client connection and waits for the
+    /// threads.
+    pub fn stop(self) {
+        let _ = self.stop.send(true);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A non-blocking listening socket with `SO_REUSEADDR` and `SO_REUSEPORT`.
+fn bind_reuseport(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }

@@ -169,14 +169,10 @@ impl Metrics {
             })
             .inc();
         self.bytes
-            .get_or_create(&DirectionLabels {
-                direction: "in",
-            })
+            .get_or_create(&DirectionLabels { direction: "in" })
             .inc_by(rec.bytes_in);
         self.bytes
-            .get_or_create(&DirectionLabels {
-                direction: "out",
-            })
+            .get_or_create(&DirectionLabels { direction: "out" })
             .inc_by(rec.bytes_out);
         let labels = ServerLabels { server };
         if let Some(done) = rec.t_done_ms {
