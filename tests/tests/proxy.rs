@@ -429,6 +429,7 @@ fn least_load_gives_a_slow_backend_fewer_requests() {
     let b2 = out.lines().filter(|l| *l == "b2").count();
     let b3 = out.lines().filter(|l| *l == "b3").count();
     assert_eq!(b2 + b3, 80, "{out}");
+    eprintln!("least-load over 80 requests: slow b2 {b2}, fast b3 {b3}");
     // b2 takes ~0.5 s per response, b3 ~1 ms: least-load sends b2 only a
     // small share (round-robin would send it 40).
     assert!(b2 * 4 < b3, "slow b2 got {b2}, fast b3 got {b3}");
