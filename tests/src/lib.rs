@@ -23,6 +23,7 @@ mod backend;
 mod client;
 mod gateway;
 mod netns;
+mod peers;
 mod process;
 
 use std::{
@@ -39,6 +40,7 @@ pub use crate::{
     gateway::ADMIN_PORT,
     gateway::{bpftool_dump, distributor_bin, pinned_map_id, programs_using_map},
     netns::Netns,
+    peers::{HaproxyOptions, PeerPools},
     process::Daemon,
 };
 

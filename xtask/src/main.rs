@@ -4,6 +4,7 @@
 //! there), so `cargo xtask demo` and `cargo xtask test` work on a fresh
 //! machine.
 
+mod bench;
 mod bootstrap;
 mod demo;
 mod test;
@@ -45,6 +46,12 @@ enum Cmd {
     },
     /// fmt check and both clippy runs only.
     Lint,
+    /// Relay contenders side by side on a testbed (routed, haproxy,
+    /// haproxy-splice, nginx-proxy, distributor-relay); results in
+    /// `results/bench-<UTC time>/` and `results/latest.*`. Full mode:
+    /// 13 workloads x 5 contenders x 3 repetitions, about 40 minutes;
+    /// `--quick`: about 2 minutes.
+    Bench(bench::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,6 +76,7 @@ fn main() -> std::process::ExitCode {
         Cmd::Demo { keep } => demo::run(keep),
         Cmd::Test { filter } => test::run(filter.as_deref()),
         Cmd::Lint => test::lint_only(),
+        Cmd::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
