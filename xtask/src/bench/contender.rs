@@ -13,7 +13,7 @@ use distributor_tests::{Daemon, HaproxyOptions, Testbed};
 const ROUTED_BACKEND: &str = "b2";
 
 /// Threads or processes the userspace proxies get: one per core, as
-/// distributor's tokio multi-thread runtime defaults to on this machine.
+/// distributor's worker threads default to on this machine.
 pub const PROXY_THREADS: usize = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -84,7 +84,7 @@ impl Contender {
             ),
             Self::DistributorRelay => {
                 "distributor, datapath off (relay), least-load pools, cookie rule, access log \
-                 off, tokio multi-thread (2 workers on 2 cores)"
+                 off, 2 worker threads (one event loop and SO_REUSEPORT listener each)"
                     .to_owned()
             }
         }
