@@ -1,6 +1,6 @@
 //! Real nginx backends, one per namespace and host address.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::Command, time::Duration};
+use std::{net::Ipv4Addr, path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use rand::RngCore as _;
@@ -153,27 +153,12 @@ http {{
 
     /// Waits until nginx accepts connections.
     pub(crate) fn wait_ready(&mut self) -> Result<()> {
-        let ns = self.ns.path();
         let url = format!("http://{}:{}/health", self.addr, self.port);
         let Some(nginx) = self.nginx.as_mut() else {
             anyhow::bail!("nginx {} not started", self.name);
         };
-        nginx.wait_until(Duration::from_secs(10), || {
-            Command::new("nsenter")
-                .arg(format!("--net={}", ns.display()))
-                .args([
-                    "--",
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "1",
-                    &url,
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        let ns = &self.ns;
+        nginx.wait_until(Duration::from_secs(10), || ns.http_ok(&url))
     }
 
     /// Stops nginx.

@@ -51,6 +51,42 @@ impl Testbed {
         )
     }
 
+    /// The pools and rules of the demo and the benchmark: b1 is the
+    /// high-priority pool (cookie `tier=gold` or a user id `vip-*` in
+    /// `X-User`), b2 and b3 take everything else; least-load in each.
+    /// Needs three backends.
+    #[must_use]
+    pub fn two_pools_config(&self) -> String {
+        let a = |i: usize| format!("{}:{}", self.backends[i].addr, self.backends[i].port);
+        format!(
+            r#"default_pool = "default"
+
+[[pools]]
+name = "priority"
+policy = "least-load"
+servers = [{{ address = "{b1}" }}]
+
+[[pools]]
+name = "default"
+policy = "least-load"
+servers = [{{ address = "{b2}" }}, {{ address = "{b3}" }}]
+
+[[rules]]
+name = "gold-cookie"
+pool = "priority"
+when = {{ cookie = {{ name = "tier", equals = "gold" }} }}
+
+[[rules]]
+name = "vip-user"
+pool = "priority"
+when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
+"#,
+            b1 = a(0),
+            b2 = a(1),
+            b3 = a(2)
+        )
+    }
+
     /// Where [`Self::proxy_config`] puts the access log.
     #[must_use]
     pub fn access_log_path(&self) -> PathBuf {

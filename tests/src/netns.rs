@@ -58,6 +58,15 @@ impl Netns {
         run(Command::new("ip").arg("-n").arg(&self.name).args(args)).map(drop)
     }
 
+    /// Whether `GET url` from inside the namespace answers 2xx within 1 s.
+    #[must_use]
+    pub fn http_ok(&self, url: &str) -> bool {
+        self.command("curl")
+            .args(["-sf", "-o", "/dev/null", "--max-time", "1", url])
+            .status()
+            .is_ok_and(|s| s.success())
+    }
+
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
         self.run("sysctl", &["-q", "-w", &format!("{key}={value}")])

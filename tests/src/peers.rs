@@ -3,7 +3,7 @@
 //! on the testbed's gateway on the virtual IP port 80: for the benchmark and
 //! for tests that compare behaviour.
 
-use std::{fmt::Write as _, process::Command, time::Duration};
+use std::{fmt::Write as _, time::Duration};
 
 use anyhow::Result;
 
@@ -188,23 +188,7 @@ http {{
     /// Waits (up to 10 s) until `GET /health` on the virtual IP answers 200
     /// from inside the gateway namespace.
     fn wait_vip_answers(&self, daemon: &mut Daemon) -> Result<()> {
-        let ns = self.gateway.path();
         let url = self.vip_url("/health");
-        daemon.wait_until(Duration::from_secs(10), || {
-            Command::new("nsenter")
-                .arg(format!("--net={}", ns.display()))
-                .args([
-                    "--",
-                    "curl",
-                    "-sf",
-                    "-o",
-                    "/dev/null",
-                    "--max-time",
-                    "1",
-                    &url,
-                ])
-                .status()
-                .is_ok_and(|s| s.success())
-        })
+        daemon.wait_until(Duration::from_secs(10), || self.gateway.http_ok(&url))
     }
 }

@@ -10,39 +10,6 @@ use distributor_tests::{Request, Testbed, TestbedConfig};
 
 use crate::{bootstrap, build_distributor, step};
 
-/// b1 is the high-priority pool (gold cookie or a vip- user id); b2 and b3
-/// take everything else, least-loaded first.
-fn pools(bed: &Testbed) -> String {
-    let a = |i: usize| format!("{}:80", bed.backends[i].addr);
-    format!(
-        r#"default_pool = "default"
-
-[[pools]]
-name = "priority"
-policy = "least-load"
-servers = [{{ address = "{b1}" }}]
-
-[[pools]]
-name = "default"
-policy = "least-load"
-servers = [{{ address = "{b2}" }}, {{ address = "{b3}" }}]
-
-[[rules]]
-name = "gold-cookie"
-pool = "priority"
-when = {{ cookie = {{ name = "tier", equals = "gold" }} }}
-
-[[rules]]
-name = "vip-user"
-pool = "priority"
-when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
-"#,
-        b1 = a(0),
-        b2 = a(1),
-        b3 = a(2)
-    )
-}
-
 pub fn run(keep: bool) -> Result<()> {
     anyhow::ensure!(
         crate::is_root(),
@@ -61,7 +28,7 @@ pub fn run(keep: bool) -> Result<()> {
         ..TestbedConfig::default()
     })?;
     let pin_dir = bed.pin_dir();
-    let config = bed.proxy_config("xdp", &pools(&bed));
+    let config = bed.proxy_config("xdp", &bed.two_pools_config());
     let config_path = bed.write_file("demo.toml", &config)?;
     println!("configuration ({}):\n", config_path.display());
     print!("{config}");

@@ -126,7 +126,8 @@ impl Contender {
                 vip,
             ),
             Self::DistributorRelay => {
-                let config = access_log_off(bed, &bed.proxy_config("off", &pools(bed)))?;
+                let config =
+                    access_log_off(bed, &bed.proxy_config("off", &bed.two_pools_config()))?;
                 (Some(bed.start_distributor(&config)?), vip)
             }
         };
@@ -140,34 +141,6 @@ impl Contender {
 /// `kernel.bpf_stats_enabled=1`). No contender has a datapath yet.
 pub fn datapath_ns_per_packet(_contender: Contender) -> Option<f64> {
     None
-}
-
-/// distributor's two pools as in the demo: b1 for the gold cookie, b2 and
-/// b3 for the rest, least-load in each.
-fn pools(bed: &Testbed) -> String {
-    let a = |i: usize| format!("{}:{}", bed.backends[i].addr, bed.backends[i].port);
-    format!(
-        r#"default_pool = "default"
-
-[[pools]]
-name = "priority"
-policy = "least-load"
-servers = [{{ address = "{b1}" }}]
-
-[[pools]]
-name = "default"
-policy = "least-load"
-servers = [{{ address = "{b2}" }}, {{ address = "{b3}" }}]
-
-[[rules]]
-name = "gold-cookie"
-pool = "priority"
-when = {{ cookie = {{ name = "tier", equals = "gold" }} }}
-"#,
-        b1 = a(0),
-        b2 = a(1),
-        b3 = a(2)
-    )
 }
 
 /// The peers run without logs; distributor's per-request JSON access log
