@@ -10,5 +10,6 @@
 
 pub mod maps;
 pub mod reason;
+pub mod splice;
 
 pub use maps::{Counters, IfaceKey};
