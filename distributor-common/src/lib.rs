@@ -8,6 +8,7 @@
 //! size, so both sides and `bpftool` agree on the layout byte for byte.
 #![cfg_attr(not(test), no_std)]
 
+pub mod flow;
 pub mod maps;
 pub mod reason;
 pub mod splice;

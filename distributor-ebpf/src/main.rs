@@ -15,7 +15,9 @@
     reason = "the aya program macros hand the context over by value"
 )]
 
+mod flows;
 mod packet;
+mod splice;
 mod stats;
 
 use aya_ebpf::{
@@ -85,7 +87,11 @@ fn try_tc(ctx: &TcContext, hook: u32) -> Result<i32, ()> {
     stats::count(ctx, ifindex, hook, u64::from(ctx.len()));
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     stats::classify(&pkt);
-    Ok(TC_ACT_OK)
+    if hook == hook::TC_INGRESS {
+        splice::ingress(ctx)
+    } else {
+        splice::egress(ctx)
+    }
 }
 
 #[cfg(not(test))]

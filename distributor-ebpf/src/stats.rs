@@ -25,7 +25,7 @@ static IFACE_STATS: PerCpuHashMap<IfaceKey, Counters, { IFACE_STATS_MAX as usize
 static REASONS: PerCpuArray<u64, { reason::COUNT as usize }> = PerCpuArray::new();
 
 /// Adds one packet of `bytes` to the counters of (`ifindex`, `hook`).
-#[inline(always)]
+#[inline(never)]
 pub fn count<C: EbpfContext>(ctx: &C, ifindex: u32, hook: u32, bytes: u64) {
     let key = IfaceKey { ifindex, hook };
     if let Some(c) = IFACE_STATS.get_ptr_mut(key) {
@@ -64,7 +64,7 @@ pub fn bump(reason: u32) {
 
 /// Classifies a packet for the reasons counters. Nothing is rewritten yet:
 /// every TCP packet is "no flow" until the splice datapath owns flows.
-#[inline(always)]
+#[inline(never)]
 pub fn classify(pkt: &Packet) {
     bump(classify_reason(pkt));
 }

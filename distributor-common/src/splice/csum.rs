@@ -18,6 +18,7 @@
 /// carry. Two rounds are enough for any `u32`: after the first the value is
 /// at most `0xFFFF + 0xFFFF = 0x1_FFFE`, after the second at most `0xFFFF`.
 #[must_use]
+#[inline(always)]
 pub const fn fold(sum: u32) -> u16 {
     let once = (sum & 0xFFFF) + (sum >> 16);
     let twice = (once & 0xFFFF) + (once >> 16);
@@ -32,6 +33,7 @@ pub const fn fold(sum: u32) -> u16 {
 
 /// One's complement sum of two 16-bit values (end-around carry).
 #[must_use]
+#[inline(always)]
 pub const fn add16(a: u16, b: u16) -> u16 {
     fold(a as u32 + b as u32)
 }
@@ -40,6 +42,7 @@ pub const fn add16(a: u16, b: u16) -> u16 {
 /// `new` (RFC 1624 eqn. 3). All three values and the result in the same
 /// byte order (host order by convention, see the module docs).
 #[must_use]
+#[inline(always)]
 pub const fn replace16(check: u16, old: u16, new: u16) -> u16 {
     Delta::new().replace16(old, new).apply(check)
 }
@@ -48,6 +51,7 @@ pub const fn replace16(check: u16, old: u16, new: u16) -> u16 {
 /// a sequence or acknowledgement number, a timestamp) changed from `old` to
 /// `new`. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn replace32(check: u16, old: u32, new: u32) -> u16 {
     Delta::new().replace32(old, new).apply(check)
 }
@@ -69,12 +73,14 @@ pub struct Delta {
 impl Delta {
     /// No change.
     #[must_use]
+    #[inline(always)]
     pub const fn new() -> Self {
         Self { sum: 0 }
     }
 
     /// Adds the change of one 16-bit word. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn replace16(self, old: u16, new: u16) -> Self {
         Self {
             sum: fold(self.sum as u32 + !old as u32 + new as u32),
@@ -87,6 +93,7 @@ impl Delta {
         clippy::cast_possible_truncation,
         reason = "splitting a u32 into its two 16-bit halves on purpose"
     )]
+    #[inline(always)]
     pub const fn replace32(self, old: u32, new: u32) -> Self {
         self.replace16((old >> 16) as u16, (new >> 16) as u16)
             .replace16(old as u16, new as u16)
@@ -94,6 +101,7 @@ impl Delta {
 
     /// Combines two deltas (their changes happen to the same packet).
     #[must_use]
+    #[inline(always)]
     pub const fn merge(self, other: Self) -> Self {
         Self {
             sum: add16(self.sum, other.sum),
@@ -102,6 +110,7 @@ impl Delta {
 
     /// The folded sum of `~old + new` over all replaced words, host order.
     #[must_use]
+    #[inline(always)]
     pub const fn value(self) -> u16 {
         self.sum
     }
@@ -109,6 +118,7 @@ impl Delta {
     /// Applies the change to a checksum field value (host order):
     /// `~(~check + delta)`.
     #[must_use]
+    #[inline(always)]
     pub const fn apply(self, check: u16) -> u16 {
         !fold(!check as u32 + self.sum as u32)
     }
@@ -121,6 +131,7 @@ impl Delta {
 /// Host and test helper: it loops over the whole slice, so it is bounded
 /// only by the slice's length. The datapath never calls it on a packet.
 #[must_use]
+#[inline(always)]
 pub fn sum_bytes(initial: u32, data: &[u8]) -> u32 {
     // 64-bit accumulator: no overflow for any slice shorter than 2^48 words.
     let mut sum = u64::from(initial);
@@ -151,6 +162,7 @@ pub fn sum_bytes(initial: u32, data: &[u8]) -> u32 {
 ///
 /// Host and test helper (loops over the whole slice, see [`sum_bytes`]).
 #[must_use]
+#[inline(always)]
 pub fn checksum(data: &[u8]) -> u16 {
     !fold(sum_bytes(0, data))
 }

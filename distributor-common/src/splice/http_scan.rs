@@ -52,6 +52,7 @@ impl Verdict {
     /// [`scan_response`] keeps within [`Region::MAX_LEN`]); `None` for
     /// `Relay`.
     #[must_use]
+    #[inline(always)]
     pub fn region_len(self) -> Option<u32> {
         match self {
             Self::Splice { head_len, body_len } => {
@@ -80,14 +81,14 @@ const CL_CAP: u64 = 1 << 40;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum State {
-    /// In "HTTP/1." at this position.
-    Version(usize),
+    /// In "HTTP/1." at position `HeadScanner::count`.
+    Version,
     /// The minor version digit.
     Minor,
     /// The space after the version.
     VersionSp,
-    /// Status code digit 0, 1 or 2.
-    Status(u8),
+    /// Status code digit `HeadScanner::count` (0, 1 or 2).
+    Status,
     /// The space after the status code.
     StatusSp,
     /// The reason phrase.
@@ -118,6 +119,7 @@ enum Field {
 }
 
 /// `tchar` of RFC 9110 §5.6.2.
+#[inline(always)]
 const fn is_tchar(b: u8) -> bool {
     matches!(b,
         b'!' | b'#' | b'$' | b'%' | b'&' | b'\'' | b'*' | b'+' | b'-' | b'.'
@@ -126,10 +128,12 @@ const fn is_tchar(b: u8) -> bool {
 
 /// Bytes allowed in a field value or reason phrase: HTAB, SP, VCHAR,
 /// obs-text (RFC 9110 §5.5). Everything else (CTLs, DEL) is rejected.
+#[inline(always)]
 const fn is_value_byte(b: u8) -> bool {
     b == b'\t' || (b >= b' ' && b != 0x7F)
 }
 
+#[inline(always)]
 const fn is_ows(b: u8) -> bool {
     b == b' ' || b == b'\t'
 }
@@ -148,6 +152,7 @@ struct ValueScan {
 }
 
 impl ValueScan {
+    #[inline(always)]
     const fn new() -> Self {
         Self {
             phase: 0,
@@ -158,6 +163,7 @@ impl ValueScan {
     }
 
     /// Feeds one value byte (already checked by [`is_value_byte`]).
+    #[inline(always)]
     fn feed(&mut self, field: Field, b: u8) {
         if is_ows(b) {
             if self.phase == 1 {
@@ -218,6 +224,8 @@ pub struct HeadScanner {
     /// The request kind is not one we splice.
     tunnel: bool,
     state: State,
+    /// Position inside the status line's version or status code.
+    count: u8,
     minor: u8,
     status: u32,
     /// Header-name candidates still matching, and the name's length so far.
@@ -225,7 +233,11 @@ pub struct HeadScanner {
     name_len: usize,
     field: Field,
     value: ValueScan,
-    content_length: Option<u64>,
+    /// A Content-Length was seen (plain fields, not an `Option`: a `None`
+    /// copied into the datapath's map carries undefined bytes the verifier
+    /// rejects).
+    has_content_length: bool,
+    content_length: u64,
     cl_bad: bool,
     te: bool,
     conn_bad: bool,
@@ -236,20 +248,23 @@ impl HeadScanner {
     /// kind `request` (one of the `REQUEST_*` constants), whose whole
     /// payload is `seg_len` bytes.
     #[must_use]
+    #[inline(always)]
     pub const fn new(request: u32, seg_len: u32) -> Self {
         Self {
             pos: 0,
             seg_len,
             no_body_request: request == REQUEST_HEAD,
             tunnel: request != REQUEST_HEAD && request != REQUEST_OTHER,
-            state: State::Version(0),
+            state: State::Version,
+            count: 0,
             minor: 0,
             status: 0,
             cand: 0,
             name_len: 0,
             field: Field::Other,
             value: ValueScan::new(),
-            content_length: None,
+            has_content_length: false,
+            content_length: 0,
             cl_bad: false,
             te: false,
             conn_bad: false,
@@ -260,6 +275,7 @@ impl HeadScanner {
     /// verdict is known (the head ended, or it cannot be spliced
     /// whatever follows); then stop feeding. At most [`SCAN_MAX`] bytes
     /// are taken: the next one gives `Relay(RELAY_HEAD_TOO_LONG)`.
+    #[inline(always)]
     pub fn feed(&mut self, b: u8) -> Option<Verdict> {
         if self.tunnel {
             return Some(Verdict::Relay(RELAY_TUNNEL));
@@ -282,6 +298,7 @@ impl HeadScanner {
     /// gave one: the head is incomplete (`avail`, the number of payload
     /// bytes the caller had, below [`SCAN_MAX`]) or too long.
     #[must_use]
+    #[inline(always)]
     pub const fn finish(&self, avail: usize) -> Verdict {
         if self.tunnel {
             Verdict::Relay(RELAY_TUNNEL)
@@ -293,14 +310,16 @@ impl HeadScanner {
     }
 
     /// One byte of the state machine: the next state, or a relay reason.
+    #[inline(always)]
     fn step(&mut self, b: u8) -> Result<State, u32> {
         let next = match self.state {
-            State::Version(pos) => match VERSION_PREFIX.get(pos) {
+            State::Version => match VERSION_PREFIX.get(usize::from(self.count)) {
                 Some(&want) if b == want => {
-                    if pos + 1 == VERSION_PREFIX.len() {
+                    self.count += 1;
+                    if usize::from(self.count) == VERSION_PREFIX.len() {
                         State::Minor
                     } else {
-                        State::Version(pos + 1)
+                        State::Version
                     }
                 }
                 _ => return Err(RELAY_BAD_HEAD),
@@ -316,9 +335,11 @@ impl HeadScanner {
                 if b != b' ' {
                     return Err(RELAY_BAD_HEAD);
                 }
-                State::Status(0)
+                self.count = 0;
+                State::Status
             }
-            State::Status(n) => {
+            State::Status => {
+                let n = self.count;
                 let ok = if n == 0 {
                     matches!(b, b'1'..=b'5')
                 } else {
@@ -331,7 +352,8 @@ impl HeadScanner {
                 if n == 2 {
                     State::StatusSp
                 } else {
-                    State::Status(n + 1)
+                    self.count = n + 1;
+                    State::Status
                 }
             }
             State::StatusSp => {
@@ -420,12 +442,14 @@ impl HeadScanner {
     }
 
     /// Narrows the name candidates with the next name byte.
+    #[inline(always)]
     fn name_byte(&mut self, b: u8) {
         match_name(&mut self.cand, self.name_len, b);
         self.name_len += 1;
     }
 
     /// The field whose name just ended.
+    #[inline(always)]
     const fn field_of_name(&self) -> Field {
         if self.cand & CAND_CL != 0 && self.name_len == CONTENT_LENGTH.len() {
             Field::ContentLength
@@ -439,13 +463,15 @@ impl HeadScanner {
     }
 
     /// Takes in the value of the field line that just ended.
+    #[inline(always)]
     fn end_field(&mut self) {
         match self.field {
             Field::ContentLength => {
-                if self.value.bad || self.value.phase == 0 || self.content_length.is_some() {
+                if self.value.bad || self.value.phase == 0 || self.has_content_length {
                     self.cl_bad = true;
                 }
-                self.content_length = Some(self.value.number);
+                self.has_content_length = true;
+                self.content_length = self.value.number;
             }
             Field::TransferEncoding => self.te = true,
             Field::Connection => {
@@ -458,6 +484,7 @@ impl HeadScanner {
     }
 
     /// The verdict on a complete head of `self.pos` bytes.
+    #[inline(always)]
     fn decide(&self) -> Verdict {
         if self.te {
             return Verdict::Relay(RELAY_TRANSFER_ENCODING);
@@ -470,8 +497,8 @@ impl HeadScanner {
         }
         let body_len = if self.no_body_request || self.status == 204 || self.status == 304 {
             0
-        } else if let Some(n) = self.content_length {
-            n
+        } else if self.has_content_length {
+            self.content_length
         } else {
             return Verdict::Relay(RELAY_NO_LENGTH);
         };
@@ -502,6 +529,7 @@ impl HeadScanner {
 /// Host-side driver of [`HeadScanner`]; the datapath runs the same steps
 /// from `bpf_loop`.
 #[must_use]
+#[inline(always)]
 pub fn scan_response(payload: &[u8], seg_len: u32, request: u32) -> Verdict {
     let seg_len = u32::try_from(payload.len()).map_or(u32::MAX, |n| n.max(seg_len));
     let mut scanner = HeadScanner::new(request, seg_len);
@@ -516,6 +544,7 @@ pub fn scan_response(payload: &[u8], seg_len: u32, request: u32) -> Verdict {
 
 /// Narrows the name candidates with byte `b` at position `pos`
 /// (case-insensitive).
+#[inline(always)]
 fn match_name(cand: &mut u8, pos: usize, b: u8) {
     let lower = b.to_ascii_lowercase();
     for (bit, name) in [

@@ -45,11 +45,18 @@ pub const RELAY_OUT_OF_ORDER: u32 = 12;
 /// The first response segment's TCP options were not understood
 /// ([`super::options::OptionsError`]).
 pub const RELAY_BAD_OPTIONS: u32 = 13;
+/// The backend's segments can be larger than the client accepts (its
+/// MSS), or the two connections negotiated different options (timestamps
+/// on one side only): the segments cannot be passed through unchanged.
+pub const RELAY_MISMATCH: u32 = 14;
+/// The client connection of the arm has no flow entry (it closed).
+pub const RELAY_NO_CLIENT: u32 = 15;
 /// Number of reasons (the length of a counter array indexed by them).
-pub const COUNT: u32 = 14;
+pub const COUNT: u32 = 16;
 
 /// A short name for display, stable for scripts.
 #[must_use]
+#[inline(always)]
 pub const fn name(reason: u32) -> &'static str {
     match reason {
         RELAY_HEAD_INCOMPLETE => "relay-head-incomplete",
@@ -66,6 +73,8 @@ pub const fn name(reason: u32) -> &'static str {
         RELAY_TUNNEL => "relay-tunnel",
         RELAY_OUT_OF_ORDER => "relay-out-of-order",
         RELAY_BAD_OPTIONS => "relay-bad-options",
+        RELAY_MISMATCH => "relay-connection-mismatch",
+        RELAY_NO_CLIENT => "relay-no-client",
         _ => "unknown",
     }
 }

@@ -25,6 +25,7 @@ pub struct SackBlock {
 impl SackBlock {
     /// A block, host order.
     #[must_use]
+    #[inline(always)]
     pub const fn new(left: u32, right: u32) -> Self {
         Self { left, right }
     }
@@ -32,6 +33,7 @@ impl SackBlock {
     /// True when the block covers at least one byte (`left < right` in
     /// sequence space); a block that does not is garbage and is dropped.
     #[must_use]
+    #[inline(always)]
     pub const fn is_valid(self) -> bool {
         seq_lt(self.left, self.right)
     }
@@ -47,6 +49,7 @@ pub struct SackBlocks {
 impl SackBlocks {
     /// No blocks.
     #[must_use]
+    #[inline(always)]
     pub const fn new() -> Self {
         Self {
             blocks: [SackBlock { left: 0, right: 0 }; MAX_BLOCKS],
@@ -55,6 +58,7 @@ impl SackBlocks {
     }
 
     /// Appends a block; returns false (and keeps the list) when full.
+    #[inline(always)]
     pub fn push(&mut self, block: SackBlock) -> bool {
         match self.blocks.get_mut(self.count) {
             Some(slot) => {
@@ -68,18 +72,21 @@ impl SackBlocks {
 
     /// Number of blocks.
     #[must_use]
+    #[inline(always)]
     pub const fn len(&self) -> usize {
         self.count
     }
 
     /// True when there are no blocks.
     #[must_use]
+    #[inline(always)]
     pub const fn is_empty(&self) -> bool {
         self.count == 0
     }
 
     /// The blocks.
     #[must_use]
+    #[inline(always)]
     pub fn as_slice(&self) -> &[SackBlock] {
         self.blocks.get(..self.count).unwrap_or(&[])
     }
@@ -91,6 +98,7 @@ impl SackBlocks {
 /// rest moved to backend space. Invalid blocks are dropped; at most the
 /// first [`MAX_BLOCKS`] input blocks are looked at. Host order.
 #[must_use]
+#[inline(always)]
 pub fn to_backend(region: Region, blocks: &[SackBlock]) -> SackBlocks {
     let mut out = SackBlocks::new();
     let c_end = region.c_end();
@@ -124,6 +132,7 @@ pub fn to_backend(region: Region, blocks: &[SackBlock]) -> SackBlocks {
 /// region in flight pass an empty region (`len == 0`): collapsing is then
 /// the identity. Host order.
 #[must_use]
+#[inline(always)]
 pub fn to_socket_c(region: Region, shift: Shift, blocks: &[SackBlock]) -> SackBlocks {
     let mut out = SackBlocks::new();
     for i in 0..MAX_BLOCKS {
@@ -147,6 +156,7 @@ pub fn to_socket_c(region: Region, shift: Shift, blocks: &[SackBlock]) -> SackBl
 /// expanded past the region in flight ([`Region::expand_backend_edge`]).
 /// With no region in flight pass an empty region. Host order.
 #[must_use]
+#[inline(always)]
 pub fn from_socket_s(region: Region, shift: Shift, blocks: &[SackBlock]) -> SackBlocks {
     let mut out = SackBlocks::new();
     for i in 0..MAX_BLOCKS {

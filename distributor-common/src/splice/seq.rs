@@ -22,30 +22,35 @@
 /// `a < b` in sequence space (RFC 9293 §3.4, RFC 7323): true when `b` is
 /// less than 2^31 ahead of `a`. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn seq_lt(a: u32, b: u32) -> bool {
     a.wrapping_sub(b).cast_signed() < 0
 }
 
 /// `a <= b` in sequence space. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn seq_le(a: u32, b: u32) -> bool {
     a.wrapping_sub(b).cast_signed() <= 0
 }
 
 /// `a > b` in sequence space. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn seq_gt(a: u32, b: u32) -> bool {
     seq_lt(b, a)
 }
 
 /// `a >= b` in sequence space. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn seq_ge(a: u32, b: u32) -> bool {
     seq_le(b, a)
 }
 
 /// The later of two sequence numbers. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn seq_max(a: u32, b: u32) -> u32 {
     if seq_lt(a, b) { b } else { a }
 }
@@ -122,6 +127,7 @@ impl Region {
     /// A region, or `None` when `len` exceeds [`Region::MAX_LEN`]. Host
     /// order.
     #[must_use]
+    #[inline(always)]
     pub const fn new(s0: u32, c0: u32, len: u32) -> Option<Self> {
         if len > Self::MAX_LEN {
             None
@@ -132,12 +138,14 @@ impl Region {
 
     /// One past the last backend-space byte of the region. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn s_end(self) -> u32 {
         self.s0.wrapping_add(self.len)
     }
 
     /// One past the last client-space byte of the region. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn c_end(self) -> u32 {
         self.c0.wrapping_add(self.len)
     }
@@ -146,6 +154,7 @@ impl Region {
     /// `payload_len` bytes; host order) are inside the region. A FIN is not
     /// payload: the caller handles FIN separately (it belongs to S).
     #[must_use]
+    #[inline(always)]
     pub const fn clip(self, seq: u32, payload_len: u32) -> Clip {
         if payload_len == 0 {
             return Clip::Before;
@@ -190,6 +199,7 @@ impl Region {
     /// as the sequence number just after the last byte); `None` outside.
     /// Host order. For a segment's bytes use [`Region::clip`].
     #[must_use]
+    #[inline(always)]
     pub const fn to_client_seq(self, seq: u32) -> Option<u32> {
         let off = seq.wrapping_sub(self.s0);
         if off <= self.len {
@@ -205,6 +215,7 @@ impl Region {
     /// after it). Host order. Applies to the ACK field of a client segment
     /// forwarded to the backend.
     #[must_use]
+    #[inline(always)]
     pub const fn to_backend_ack(self, ack: u32) -> Option<u32> {
         let off = ack.wrapping_sub(self.c0);
         if off <= self.len {
@@ -217,6 +228,7 @@ impl Region {
     /// True when client acknowledgement `ack` covers the whole region (the
     /// region is DONE). Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn is_acked(self, ack: u32) -> bool {
         seq_ge(ack, self.c_end())
     }
@@ -232,6 +244,7 @@ impl Region {
     /// [`Shift::s_ingress_seq`] gives once the region is complete and its
     /// length added to the shift, so nothing jumps at DONE.
     #[must_use]
+    #[inline(always)]
     pub const fn collapse_backend(self, seq: u32) -> u32 {
         collapse(seq, self.s0, self.len)
     }
@@ -244,6 +257,7 @@ impl Region {
     /// and the edges of the client's SACK blocks delivered to C, before
     /// [`Shift::c_ingress_ack`].
     #[must_use]
+    #[inline(always)]
     pub const fn collapse_client(self, ack: u32) -> u32 {
         collapse(ack, self.c0, self.len)
     }
@@ -259,6 +273,7 @@ impl Region {
     /// (C's own new bytes, which the control plane must not write while a
     /// region is in flight) move by `len`, as after DONE. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn expand_client(self, seq: u32, sent_end: u32) -> u32 {
         if seq == self.c0 {
             sent_end
@@ -278,6 +293,7 @@ impl Region {
     /// values after `s0` (bytes S received after the region) move by
     /// `len`. Host order. Also for the edges of S's own SACK blocks.
     #[must_use]
+    #[inline(always)]
     pub const fn expand_backend(self, ack: u32, acked_end: u32) -> u32 {
         if ack == self.s0 {
             acked_end
@@ -296,6 +312,7 @@ impl Region {
     /// must never claim region bytes the client has not acknowledged.
     /// Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn expand_backend_edge(self, edge: u32) -> u32 {
         if seq_le(edge, self.s0) {
             edge
@@ -307,6 +324,7 @@ impl Region {
 
 /// `x` before `start` unchanged, in `[start, start + len]` -> `start`,
 /// after -> `x - len`.
+#[inline(always)]
 const fn collapse(x: u32, start: u32, len: u32) -> u32 {
     if seq_le(x, start) {
         x
@@ -350,12 +368,14 @@ const _: () = assert!(size_of::<Shift>() == 4);
 impl Shift {
     /// No bytes spliced yet.
     #[must_use]
+    #[inline(always)]
     pub const fn new() -> Self {
         Self { spliced: 0 }
     }
 
     /// The shift after a region of `len` bytes completed (DONE).
     #[must_use]
+    #[inline(always)]
     pub const fn add(self, len: u32) -> Self {
         Self {
             spliced: self.spliced.wrapping_add(len),
@@ -364,6 +384,7 @@ impl Shift {
 
     /// Backend -> S, SEQ field: `seq - spliced`. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn s_ingress_seq(self, seq: u32) -> u32 {
         seq.wrapping_sub(self.spliced)
     }
@@ -371,12 +392,14 @@ impl Shift {
     /// S -> backend, ACK field and S's SACK block edges: `ack + spliced`.
     /// Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn s_egress_ack(self, ack: u32) -> u32 {
         ack.wrapping_add(self.spliced)
     }
 
     /// C -> client, SEQ field: `seq + spliced`. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn c_egress_seq(self, seq: u32) -> u32 {
         seq.wrapping_add(self.spliced)
     }
@@ -384,6 +407,7 @@ impl Shift {
     /// Client -> C, ACK field and the client's SACK block edges:
     /// `ack - spliced`. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn c_ingress_ack(self, ack: u32) -> u32 {
         ack.wrapping_sub(self.spliced)
     }

@@ -45,12 +45,14 @@ use super::seq::{seq_ge, seq_lt, seq_max};
 /// `a` older than `b` in the timestamp clock (RFC 7323 §5.2: compared as
 /// 32-bit signed differences, so the clock may wrap). Host order.
 #[must_use]
+#[inline(always)]
 pub const fn ts_lt(a: u32, b: u32) -> bool {
     seq_lt(a, b)
 }
 
 /// The newer of two timestamps (wrap-aware). Host order.
 #[must_use]
+#[inline(always)]
 pub const fn ts_max(a: u32, b: u32) -> u32 {
     seq_max(a, b)
 }
@@ -60,6 +62,7 @@ pub const fn ts_max(a: u32, b: u32) -> u32 {
 /// `last_sent`, the highest `TSval` the peer has been sent (equal is
 /// accepted by PAWS, which only drops strictly older values). Host order.
 #[must_use]
+#[inline(always)]
 pub const fn own_tsval_in_flight(own: u32, last_sent: u32) -> u32 {
     ts_max(own, last_sent)
 }
@@ -82,6 +85,7 @@ impl TsMap {
     /// The map that leaves a clock unchanged (a socket's own clock before
     /// any region): offset zero, and every `TSecr` counts as its echo.
     #[must_use]
+    #[inline(always)]
     pub const fn identity() -> Self {
         // `first` is irrelevant when the offset is zero (see `to_source`);
         // zero keeps the value defined.
@@ -100,6 +104,7 @@ impl TsMap {
     /// come out zero, the source starts at `last_sent + 2` instead (still
     /// strictly newer, one tick later).
     #[must_use]
+    #[inline(always)]
     pub const fn continuing(last_sent: u32, tsval: u32) -> Self {
         let first = last_sent.wrapping_add(1);
         let offset = first.wrapping_sub(tsval);
@@ -115,6 +120,7 @@ impl TsMap {
 
     /// The `TSval` toward the receiver for the source's `tsval`. Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn to_receiver(self, tsval: u32) -> u32 {
         tsval.wrapping_add(self.offset)
     }
@@ -123,6 +129,7 @@ impl TsMap {
     /// (`tsecr >= first`, wrap-aware), or the map is the identity. Host
     /// order.
     #[must_use]
+    #[inline(always)]
     pub const fn is_echo(self, tsecr: u32) -> bool {
         self.offset == 0 || seq_ge(tsecr, self.first)
     }
@@ -133,6 +140,7 @@ impl TsMap {
     /// anything the receiver can echo later; see the module docs). Host
     /// order.
     #[must_use]
+    #[inline(always)]
     pub const fn to_source(self, tsecr: u32) -> u32 {
         if self.is_echo(tsecr) {
             tsecr.wrapping_sub(self.offset)
@@ -146,6 +154,7 @@ impl TsMap {
     /// (a socket's own clock after a region whose source ran faster).
     /// Host order.
     #[must_use]
+    #[inline(always)]
     pub const fn is_behind(self, tsval: u32, last_sent: u32) -> bool {
         ts_lt(self.to_receiver(tsval), last_sent)
     }

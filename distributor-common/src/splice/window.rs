@@ -29,6 +29,7 @@ pub const MAX_WSCALE: u8 = 14;
 /// A received window-scale option value, clamped to [`MAX_WSCALE`] as RFC
 /// 7323 §2.3 requires of the receiver.
 #[must_use]
+#[inline(always)]
 pub const fn clamp_wscale(wscale: u8) -> u8 {
     if wscale > MAX_WSCALE {
         MAX_WSCALE
@@ -40,6 +41,7 @@ pub const fn clamp_wscale(wscale: u8) -> u8 {
 /// The true window in bytes of a window field `raw` sent with scale
 /// `wscale` (clamped to 14, so the result is below 2^30). Host order.
 #[must_use]
+#[inline(always)]
 pub const fn true_window(raw: u16, wscale: u8) -> u32 {
     (raw as u32) << clamp_wscale(wscale)
 }
@@ -47,6 +49,7 @@ pub const fn true_window(raw: u16, wscale: u8) -> u32 {
 /// The window field that offers at most `bytes` under scale `wscale`:
 /// `bytes >> wscale`, rounded down, saturated at `0xFFFF`. Host order.
 #[must_use]
+#[inline(always)]
 pub const fn encode_window(bytes: u32, wscale: u8) -> u16 {
     let field = bytes >> clamp_wscale(wscale);
     if field > 0xFFFF {
@@ -62,6 +65,7 @@ pub const fn encode_window(bytes: u32, wscale: u8) -> u16 {
 /// `wscale_from` for a connection with scale `wscale_to` (rounding down,
 /// saturating; see the module docs for the zero-window edge). Host order.
 #[must_use]
+#[inline(always)]
 pub const fn rescale(raw: u16, wscale_from: u8, wscale_to: u8) -> u16 {
     encode_window(true_window(raw, wscale_from), wscale_to)
 }

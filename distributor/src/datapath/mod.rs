@@ -10,7 +10,7 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use distributor_common::maps;
+use distributor_common::{flow, maps};
 use tracing::{info, warn};
 
 use crate::{
@@ -26,8 +26,17 @@ const PROG_XDP: &str = "dist_xdp";
 const PROG_TC_IN: &str = "dist_tc_in";
 const PROG_TC_OUT: &str = "dist_tc_out";
 
-/// The maps we pin (the log ring buffer stays private).
-const PINNED_MAPS: [&str; 2] = [maps::IFACE_STATS, maps::REASONS];
+/// The maps we pin (the log ring buffer and the programs' scratch maps
+/// stay private; so does the event ring buffer, which only this process
+/// reads).
+const PINNED_MAPS: [&str; 6] = [
+    maps::IFACE_STATS,
+    maps::REASONS,
+    flow::FLOWS_C,
+    flow::FLOWS_S,
+    flow::ARMS,
+    flow::SPLICE_STATS,
+];
 
 #[derive(Debug, thiserror::Error)]
 pub enum DatapathError {

@@ -22,6 +22,8 @@ pub use metrics::Metrics;
 pub enum ResponsePath {
     /// Copied through the control plane.
     Relay,
+    /// Spliced by the eBPF datapath (the control plane never saw the bytes).
+    Splice,
     /// Answered by distributor itself (errors: 4xx/5xx it generated).
     Local,
 }
@@ -62,6 +64,10 @@ pub struct RequestRecord {
     pub t_first_byte_ms: Option<f64>,
     pub t_done_ms: Option<f64>,
     pub path_taken: Option<ResponsePath>,
+    /// Why a response was relayed rather than spliced (a datapath reason
+    /// such as `relay-transfer-encoding`, or a control-plane one such as
+    /// `datapath-off`).
+    pub path_reason: Option<&'static str>,
     /// Why the response ended abnormally, if it did.
     pub error: Option<String>,
 }

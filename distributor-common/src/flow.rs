@@ -1,0 +1,335 @@
+//! The splice datapath's flow maps: one entry per client connection (socket
+//! C), one per pooled backend connection (socket S), one *arm* per request
+//! whose response may be spliced, the completion events, and the splice
+//! counters.
+//!
+//! Ownership keeps userspace and the kernel from overwriting each other's
+//! fields (a map update writes the whole value):
+//! - the control plane inserts a [`ClientFlow`]/[`BackendFlow`] once, when
+//!   its socket is established, and deletes it when the socket closes;
+//!   in between only the datapath writes it;
+//! - the control plane inserts an [`Arm`] before it writes a request to S;
+//!   the datapath consumes (deletes) it on the response's first segment;
+//! - the datapath reports every decision and every completion as an
+//!   [`Event`] on the ring buffer.
+//!
+//! Byte order: the addresses and ports of [`FlowKey`] are in network order
+//! (as on the wire, so `bpftool` shows the packet bytes); every other
+//! field is host order.
+
+use crate::splice::{
+    seq::{Region, Shift},
+    timestamps::TsMap,
+};
+
+/// Hash: [`FlowKey`] (client -> virtual IP) -> [`ClientFlow`].
+pub const FLOWS_C: &str = "FLOWS_C";
+/// Hash: [`FlowKey`] (backend -> gateway) -> [`BackendFlow`].
+pub const FLOWS_S: &str = "FLOWS_S";
+/// Hash: [`FlowKey`] (backend -> gateway) -> [`Arm`].
+pub const ARMS: &str = "ARMS";
+/// Ring buffer of [`Event`]s.
+pub const EVENTS: &str = "EVENTS";
+/// Per-CPU array of `u64` indexed by [`counter`].
+pub const SPLICE_STATS: &str = "SPLICE_STATS";
+
+/// Capacity of [`FLOWS_C`] and [`FLOWS_S`] (connections of each kind).
+pub const FLOWS_MAX: u32 = 65_536;
+/// Capacity of [`ARMS`] (requests waiting for their first response segment).
+pub const ARMS_MAX: u32 = 16_384;
+/// Size of the [`EVENTS`] ring buffer in bytes (a power of two, page multiple).
+pub const EVENTS_BYTES: u32 = 1 << 20;
+
+/// `skb->mark` of a packet the datapath redirected: its egress hook must
+/// not translate it a second time.
+pub const SPLICED_MARK: u32 = 0x5d15_7e11;
+
+/// A TCP connection as seen on the gateway's *ingress*: `saddr:sport` is the
+/// peer (client or backend), `daddr:dport` the gateway's own address (the
+/// virtual IP, or the gateway's backend-side address). Network byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    /// Peer address, network order.
+    pub saddr: u32,
+    /// Gateway address, network order.
+    pub daddr: u32,
+    /// Peer port, network order.
+    pub sport: u16,
+    /// Gateway port, network order.
+    pub dport: u16,
+}
+const _: () = assert!(size_of::<FlowKey>() == 12);
+
+impl FlowKey {
+    /// The key of an ingress segment from its header fields (network order).
+    #[must_use]
+    pub const fn ingress(saddr: u32, daddr: u32, sport: u16, dport: u16) -> Self {
+        Self {
+            saddr,
+            daddr,
+            sport,
+            dport,
+        }
+    }
+
+    /// The key of an egress segment (the gateway is the source).
+    #[must_use]
+    pub const fn egress(saddr: u32, daddr: u32, sport: u16, dport: u16) -> Self {
+        Self {
+            saddr: daddr,
+            daddr: saddr,
+            sport: dport,
+            dport: sport,
+        }
+    }
+}
+
+/// Region states ([`ClientFlow::state`], [`BackendFlow::state`]).
+pub mod state {
+    /// No response in flight through the datapath.
+    pub const IDLE: u32 = 0;
+    /// A region is splicing: backend segments go to the client.
+    pub const SPLICING: u32 = 1;
+
+    /// A short name for display.
+    #[must_use]
+    pub const fn name(state: u32) -> &'static str {
+        match state {
+            IDLE => "idle",
+            SPLICING => "splicing",
+            _ => "unknown",
+        }
+    }
+}
+
+/// Bits of [`ClientFlow::flags`] and [`BackendFlow::flags`]: what the
+/// connection negotiated (from `TCP_INFO`).
+pub mod flags {
+    /// Timestamps (RFC 7323) are on.
+    pub const TIMESTAMPS: u32 = 1;
+    /// SACK is permitted.
+    pub const SACK: u32 = 2;
+    /// Datapath-set: a segment has been seen (the learned fields are valid).
+    pub const LEARNED: u32 = 4;
+    /// Datapath-set: the peer's timestamp (`ts_recent`) is known.
+    pub const TS_RECENT: u32 = 8;
+}
+
+/// One client connection (socket C). Key: [`FlowKey`] client -> VIP.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientFlow {
+    /// The control plane's connection id.
+    pub conn_id: u64,
+    /// Bytes spliced into this connection, all regions.
+    pub bytes_spliced: u64,
+    /// Regions completed.
+    pub regions_done: u64,
+    /// The backend connection of the region in flight.
+    pub backend: FlowKey,
+    /// The region in flight (valid while `state` is SPLICING), wire values.
+    pub region: Region,
+    /// One of [`state`].
+    pub state: u32,
+    /// Bytes of completed regions C never saw.
+    pub shift: Shift,
+    /// The highest client-space sequence end spliced in this region.
+    pub sent_end: u32,
+    /// C's acknowledgement number (of the client's bytes) as last sent.
+    pub c_ack: u32,
+    /// The highest TSval sent to the client (C's own or spliced).
+    pub ts_last_sent: u32,
+    /// The client's latest TSval (echoed in spliced segments).
+    pub ts_recent: u32,
+    /// The region's backend clock mapped into the client's TSval stream.
+    pub ts_map: TsMap,
+    /// Interface toward the client (learned on ingress).
+    pub ifindex: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// C's window field as last sent (C's receive window, its own scale).
+    pub c_window: u16,
+    /// The client's window scale (how to read the client's window field).
+    pub client_wscale: u8,
+    /// C's own window scale (how the client reads C's window field).
+    pub c_wscale: u8,
+    /// Explicit padding.
+    pub pad: u32,
+}
+const _: () = assert!(size_of::<ClientFlow>() == 96);
+
+/// One backend connection (socket S). Key: [`FlowKey`] backend -> gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BackendFlow {
+    /// The arm id of the region in flight (events carry it).
+    pub arm_id: u64,
+    /// Bytes spliced out of this connection, all regions.
+    pub bytes_spliced: u64,
+    /// The client connection of the region in flight.
+    pub client: FlowKey,
+    /// A copy of the region in flight (valid while `state` is SPLICING).
+    pub region: Region,
+    /// One of [`state`].
+    pub state: u32,
+    /// Bytes of completed regions S never saw.
+    pub shift: Shift,
+    /// The backend-space edge the backend has been told is acknowledged
+    /// (through translated client ACKs) in the region in flight.
+    pub acked_end: u32,
+    /// S's sequence end as last sent (wire; for translated client ACKs).
+    pub snd_nxt: u32,
+    /// S's TSval as last sent.
+    pub ts_last_sent: u32,
+    /// Interface toward the backend (learned on ingress).
+    pub ifindex: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// S's own window scale (how the backend reads S's window field).
+    pub s_wscale: u8,
+    /// Explicit padding.
+    pub pad: [u8; 7],
+}
+const _: () = assert!(size_of::<BackendFlow>() == 80);
+
+/// A request whose response the datapath may splice. Key: the
+/// [`FlowKey`] of its backend connection.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Arm {
+    /// Id echoed in the [`Event`]s of this response.
+    pub id: u64,
+    /// The client connection the response goes to.
+    pub client: FlowKey,
+    /// C's `snd_nxt` as the socket sees it (no shift), host order.
+    pub c0: u32,
+    /// S's `rcv_nxt` as the socket sees it (no shift), host order.
+    pub s0: u32,
+    /// C's `rcv_nxt` (the acknowledgement spliced segments carry).
+    pub c_ack: u32,
+    /// C's current window field value (its receive window >> its scale).
+    pub c_window: u16,
+    /// Request kind, one of `splice::http_scan::REQUEST_*`.
+    pub request: u8,
+    /// Explicit padding.
+    pub pad: u8,
+    /// The largest payload the client accepts (C's send MSS): a response
+    /// is spliced only if the backend's segments fit.
+    pub client_mss: u32,
+}
+const _: () = assert!(size_of::<Arm>() == 40);
+
+/// Event kinds ([`Event::kind`]).
+pub mod event {
+    /// The first segment decided: splice `len` bytes.
+    pub const SPLICE: u32 = 1;
+    /// The first segment decided: relay (the response goes to S); why in
+    /// [`super::Event::reason`] (a `splice::relay` reason).
+    pub const RELAY: u32 = 2;
+    /// The client acknowledged the whole region: S is free.
+    pub const DONE: u32 = 3;
+}
+
+/// A ring-buffer record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Event {
+    /// [`Arm::id`].
+    pub id: u64,
+    /// One of [`event`].
+    pub kind: u32,
+    /// A `splice::relay` reason for RELAY, 0 otherwise.
+    pub reason: u32,
+    /// The region length (SPLICE, DONE).
+    pub len: u32,
+    /// Explicit padding.
+    pub pad: u32,
+}
+const _: () = assert!(size_of::<Event>() == 24);
+
+/// Indexes of [`SPLICE_STATS`].
+pub mod counter {
+    /// Backend segments spliced to a client.
+    pub const SEGMENTS: u32 = 0;
+    /// Payload bytes spliced.
+    pub const BYTES: u32 = 1;
+    /// Client ACKs translated and sent to a backend.
+    pub const ACKS: u32 = 2;
+    /// Responses the first segment decided to splice.
+    pub const REGIONS: u32 = 3;
+    /// Regions the client fully acknowledged.
+    pub const DONE: u32 = 4;
+    /// Responses handed to the relay (reasons: `splice::relay`).
+    pub const RELAYED: u32 = 5;
+    /// Segments to a socket whose numbers were translated (shift/collapse).
+    pub const TRANSLATED: u32 = 6;
+    /// Region segments dropped (straddling the region's edge).
+    pub const DROPPED: u32 = 7;
+    /// Events lost (ring buffer full).
+    pub const EVENTS_LOST: u32 = 8;
+    /// Decisions and completions whose peer flow was missing.
+    pub const NO_PEER: u32 = 9;
+    /// Number of counters.
+    pub const COUNT: u32 = 10;
+    /// Index of the first relay-reason counter: relay reason `r` (a
+    /// `splice::relay` constant) counts at `RELAY_BASE + r`.
+    pub const RELAY_BASE: u32 = COUNT;
+    /// Length of the counter array.
+    pub const LEN: u32 = COUNT + crate::splice::relay::COUNT;
+
+    /// A short name for display.
+    #[must_use]
+    pub const fn name(c: u32) -> &'static str {
+        match c {
+            SEGMENTS => "spliced-segments",
+            BYTES => "spliced-bytes",
+            ACKS => "acks-to-backend",
+            REGIONS => "regions-spliced",
+            DONE => "regions-done",
+            RELAYED => "responses-relayed",
+            TRANSLATED => "socket-segments-translated",
+            DROPPED => "region-segments-dropped",
+            EVENTS_LOST => "events-lost",
+            NO_PEER => "no-peer-flow",
+            _ => "unknown",
+        }
+    }
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain `#[repr(C)]` integers with explicit padding (sizes
+    // asserted above); every bit pattern is a valid value.
+    unsafe impl aya::Pod for super::FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::ClientFlow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::BackendFlow {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Arm {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Event {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn egress_key_is_the_ingress_key_reversed() {
+        let k = FlowKey::ingress(1, 2, 3, 4);
+        assert_eq!(FlowKey::egress(2, 1, 4, 3), k);
+    }
+
+    #[test]
+    fn names_are_distinct() {
+        let names: Vec<_> = (0..counter::COUNT).map(counter::name).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), names.len());
+        assert_eq!(counter::name(counter::COUNT), "unknown");
+        assert_eq!(state::name(state::SPLICING), "splicing");
+    }
+}

@@ -1,0 +1,990 @@
+//! The splice datapath on TC (clsact/TCX) hooks.
+//!
+//! Ingress (a segment arriving at the gateway):
+//! - from a backend, on a connection with an arm and no region: the first
+//!   response segment decides splice or relay ([`decide`]);
+//! - from a backend, inside the region in flight: rewritten into the
+//!   client's connection and redirected to the client ([`splice_out`]);
+//! - from a client, a pure ACK inside the region: rewritten into the
+//!   backend's connection and redirected to the backend
+//!   ([`ack_to_backend`]); the one that covers the whole region completes
+//!   it ([`complete`]);
+//! - anything else of a known connection goes to its socket with the
+//!   numbers the socket expects (spliced bytes removed).
+//!
+//! Egress (a segment a gateway socket sends): the spliced bytes are added
+//! back, so the peer sees one consistent stream.
+//!
+//! All packet access goes through the skb load/store helpers (GRO/GSO
+//! super-packets need not be linear); checksums through the
+//! `l3/l4_csum_replace` helpers, which know the skb's checksum state
+//! (`CHECKSUM_PARTIAL` packets from local veth peers carry only the
+//! pseudo-header sum, and must be updated only for pseudo-header fields).
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    bindings::{__sk_buff, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    btf_maps::PerCpuArray,
+    helpers::generated::{bpf_loop, bpf_redirect_neigh, bpf_skb_load_bytes, bpf_skb_store_bytes},
+    macros::btf_map,
+    programs::TcContext,
+};
+use distributor_common::{
+    flow::{
+        Arm, BackendFlow, ClientFlow, FlowKey, SPLICED_MARK, counter, event, flags as fl, state,
+    },
+    splice::{
+        csum::Delta,
+        http_scan::{HeadScanner, SCAN_MAX, Verdict},
+        options::{self, Layout, MAX_LEN},
+        relay,
+        sack::{self, SackBlocks},
+        seq::{Clip, Region, seq_max},
+        timestamps::{TsMap, ts_lt, ts_max},
+        window,
+    },
+};
+
+use crate::flows::{self, ARMS, FLOWS_C, FLOWS_S};
+
+const ETH_HLEN: usize = 14;
+const IP_OFF: usize = ETH_HLEN;
+const IP_CHECK: usize = IP_OFF + 10;
+const IP_SADDR: usize = IP_OFF + 12;
+const IP_DADDR: usize = IP_OFF + 16;
+const TCP_OFF: usize = IP_OFF + 20;
+const TCP_SPORT: usize = TCP_OFF;
+const TCP_DPORT: usize = TCP_OFF + 2;
+const TCP_SEQ: usize = TCP_OFF + 4;
+const TCP_ACK: usize = TCP_OFF + 8;
+const TCP_WINDOW: usize = TCP_OFF + 14;
+const TCP_CHECK: usize = TCP_OFF + 16;
+const TCP_OPTS: usize = TCP_OFF + 20;
+
+const TH_FIN: u8 = 0x01;
+const TH_SYN: u8 = 0x02;
+const TH_RST: u8 = 0x04;
+
+/// The fields of an IPv4/TCP segment the datapath reads.
+#[derive(Clone, Copy)]
+struct Seg {
+    /// Network order.
+    saddr: u32,
+    /// Network order.
+    daddr: u32,
+    /// Network order.
+    sport: u16,
+    /// Network order.
+    dport: u16,
+    /// Host order.
+    seq: u32,
+    /// Host order.
+    ack: u32,
+    /// Host order.
+    window: u16,
+    flags: u8,
+    /// TCP options length (0..=40).
+    olen: usize,
+    /// Payload bytes (the whole GSO super-packet's).
+    payload_len: u32,
+}
+
+impl Seg {
+    fn payload_off(&self) -> usize {
+        TCP_OPTS + self.olen
+    }
+
+    fn is_pure_ack(&self) -> bool {
+        self.payload_len == 0 && self.flags & (TH_SYN | TH_FIN | TH_RST) == 0
+    }
+}
+
+#[inline(always)]
+fn parse(ctx: &TcContext) -> Result<Seg, ()> {
+    let eth_type: u16 = ctx.load(12).map_err(|_| ())?;
+    if eth_type != 0x0800_u16.to_be() {
+        return Err(());
+    }
+    let vihl: u8 = ctx.load(IP_OFF).map_err(|_| ())?;
+    let proto: u8 = ctx.load(IP_OFF + 9).map_err(|_| ())?;
+    let frag: u16 = ctx.load(IP_OFF + 6).map_err(|_| ())?;
+    // No IP options, no fragments: the TCP header is at a fixed offset.
+    if vihl != 0x45 || proto != 6 || frag & 0x3fff_u16.to_be() != 0 {
+        return Err(());
+    }
+    let tot_len = u16::from_be(ctx.load(IP_OFF + 2).map_err(|_| ())?);
+    let doff: u8 = ctx.load(TCP_OFF + 12).map_err(|_| ())?;
+    let thl = usize::from(doff >> 4) * 4;
+    if thl < 20 {
+        return Err(());
+    }
+    let hdrs = 20 + thl;
+    // GSO super-packets larger than 64 KiB (BIG TCP) carry tot_len 0.
+    let total = if tot_len == 0 {
+        ctx.len().saturating_sub(ETH_HLEN as u32)
+    } else {
+        u32::from(tot_len)
+    };
+    let payload_len = total.checked_sub(hdrs as u32).ok_or(())?;
+    Ok(Seg {
+        saddr: ctx.load(IP_SADDR).map_err(|_| ())?,
+        daddr: ctx.load(IP_DADDR).map_err(|_| ())?,
+        sport: ctx.load(TCP_SPORT).map_err(|_| ())?,
+        dport: ctx.load(TCP_DPORT).map_err(|_| ())?,
+        seq: u32::from_be(ctx.load(TCP_SEQ).map_err(|_| ())?),
+        ack: u32::from_be(ctx.load(TCP_ACK).map_err(|_| ())?),
+        window: u16::from_be(ctx.load(TCP_WINDOW).map_err(|_| ())?),
+        flags: ctx.load(TCP_OFF + 13).map_err(|_| ())?,
+        olen: thl - 20,
+        payload_len,
+    })
+}
+
+/// A segment and its context: one argument for the BPF-to-BPF calls
+/// (at most five arguments, none on the stack).
+pub struct Pkt<'a> {
+    ctx: &'a TcContext,
+    seg: Seg,
+}
+
+/// The TCP options area of a segment, copied out of the packet.
+pub struct Opts {
+    buf: [u8; MAX_LEN],
+    len: usize,
+    parsed: Layout,
+    /// A layout `parse_common` does not know: removed (all NOPs) wherever
+    /// options need translating.
+    unknown: bool,
+    /// Checksum change of the edits so far.
+    delta: Delta,
+    dirty: bool,
+}
+
+impl Opts {
+    /// Loads the options of `seg` into this CPU's scratch slot (the
+    /// programs' stack is too small to hold them next to everything else).
+    #[inline(always)]
+    fn load(ctx: &TcContext, seg: &Seg) -> Result<&'static mut Self, ()> {
+        let o = OPTS.get_ptr_mut(0).ok_or(())?;
+        // SAFETY: this CPU's slot; one program runs per CPU at a time and
+        // uses one `Opts` per packet.
+        let o = unsafe { &mut *o };
+        let len = seg.olen;
+        o.buf = [0_u8; MAX_LEN];
+        if len > 0 && len <= MAX_LEN {
+            // SAFETY: `buf` is MAX_LEN bytes and `len <= MAX_LEN`.
+            let r = unsafe {
+                bpf_skb_load_bytes(
+                    ctx.skb.skb as *const c_void,
+                    TCP_OPTS as u32,
+                    o.buf.as_mut_ptr().cast(),
+                    len as u32,
+                )
+            };
+            if r != 0 {
+                return Err(());
+            }
+        }
+        let layout = options::parse_common(&o.buf, len);
+        o.len = len;
+        o.unknown = !layout.known;
+        o.parsed = layout;
+        o.delta = Delta::new();
+        o.dirty = false;
+        Ok(o)
+    }
+
+    #[inline(always)]
+    fn edited(&mut self, d: Option<Delta>) {
+        if let Some(d) = d {
+            self.delta = self.delta.merge(d);
+            self.dirty = true;
+        }
+    }
+
+    /// Removes an area that was not understood.
+    #[inline(always)]
+    fn clear_unknown(&mut self) {
+        if self.unknown {
+            let d = options::nop_all(&mut self.buf, self.len);
+            self.edited(d);
+            self.unknown = false;
+        }
+    }
+
+    #[inline(always)]
+    fn set_ts(&mut self, tsval: u32, tsecr: u32) {
+        if let Some(ts) = self.parsed.timestamps() {
+            let d = options::set_timestamps(&mut self.buf, ts, tsval, tsecr);
+            self.edited(d);
+        }
+    }
+
+    #[inline(always)]
+    fn remove_ts(&mut self) {
+        if let Some(ts) = self.parsed.timestamps() {
+            let d = options::nop_out(&mut self.buf, ts.at, 10);
+            self.edited(d);
+        }
+    }
+
+    #[inline(always)]
+    fn sack_blocks(&self) -> Option<(options::Sack, SackBlocks)> {
+        let s = self.parsed.sack()?;
+        Some((s, options::read_sack_area(&self.buf, s)))
+    }
+
+    #[inline(always)]
+    fn write_sack(&mut self, s: options::Sack, blocks: &SackBlocks) {
+        let d = options::write_sack(&mut self.buf, s, blocks);
+        self.edited(d);
+    }
+
+    #[inline(always)]
+    fn remove_sack(&mut self) {
+        if let Some(s) = self.parsed.sack() {
+            let d = options::write_sack(&mut self.buf, s, &SackBlocks::new());
+            self.edited(d);
+        }
+    }
+
+    /// Writes the edited area back; its checksum change goes into `d`.
+    #[inline(always)]
+    fn store(&self, ctx: &TcContext, d: &mut Delta) -> Result<(), ()> {
+        if !self.dirty {
+            return Ok(());
+        }
+        let len = self.len;
+        if len == 0 || len > MAX_LEN {
+            return Err(());
+        }
+        // SAFETY: `buf` holds `len <= MAX_LEN` bytes.
+        let r = unsafe {
+            bpf_skb_store_bytes(
+                ctx.skb.skb as *mut __sk_buff,
+                TCP_OPTS as u32,
+                self.buf.as_ptr().cast(),
+                len as u32,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(());
+        }
+        *d = d.merge(self.delta);
+        Ok(())
+    }
+}
+
+#[btf_map]
+static OPTS: PerCpuArray<Opts, 1> = PerCpuArray::new();
+
+/// Collects header rewrites and applies them with their checksum updates.
+struct Rewrite {
+    /// Change of the TCP checksum from non-pseudo-header fields.
+    l4: Delta,
+}
+
+impl Rewrite {
+    const fn new() -> Self {
+        Self { l4: Delta::new() }
+    }
+
+    #[inline(always)]
+    fn addr(ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), ()> {
+        if old == new {
+            return Ok(());
+        }
+        ctx.store(off, &new, 0).map_err(|_| ())?;
+        ctx.l3_csum_replace(IP_CHECK, u64::from(old), u64::from(new), 4)
+            .map_err(|_| ())?;
+        ctx.l4_csum_replace(
+            TCP_CHECK,
+            u64::from(old),
+            u64::from(new),
+            u64::from(BPF_F_PSEUDO_HDR) | 4,
+        )
+        .map_err(|_| ())
+    }
+
+    /// A 16-bit field, `old`/`new` in host order.
+    #[inline(always)]
+    fn u16(&mut self, ctx: &TcContext, off: usize, old: u16, new: u16) -> Result<(), ()> {
+        if old == new {
+            return Ok(());
+        }
+        ctx.store(off, &new.to_be(), 0).map_err(|_| ())?;
+        self.l4 = self.l4.replace16(old, new);
+        Ok(())
+    }
+
+    /// A 32-bit field, host order.
+    #[inline(always)]
+    fn u32(&mut self, ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), ()> {
+        if old == new {
+            return Ok(());
+        }
+        ctx.store(off, &new.to_be(), 0).map_err(|_| ())?;
+        self.l4 = self.l4.replace32(old, new);
+        Ok(())
+    }
+
+    /// Applies the collected TCP checksum change (diff mode: size 0).
+    #[inline(always)]
+    fn finish(self, ctx: &TcContext) -> Result<(), ()> {
+        if self.l4 == Delta::new() {
+            return Ok(());
+        }
+        // The delta is a host-order one's complement sum; the kernel sums
+        // memory in network order, so the bytes swap.
+        let diff = u64::from(self.l4.value().swap_bytes());
+        ctx.l4_csum_replace(TCP_CHECK, 0, diff, 0).map_err(|_| ())
+    }
+}
+
+/// Rewrites the addresses and ports of `seg` to `to` as an egress key
+/// (the gateway's address and port become the source).
+#[inline(always)]
+fn retarget(ctx: &TcContext, rw: &mut Rewrite, seg: &Seg, to: &FlowKey) -> Result<(), ()> {
+    // `to` is an ingress key of the other connection: its `daddr:dport` is
+    // the gateway's side, `saddr:sport` the peer.
+    Rewrite::addr(ctx, IP_SADDR, seg.saddr, to.daddr)?;
+    Rewrite::addr(ctx, IP_DADDR, seg.daddr, to.saddr)?;
+    rw.u16(
+        ctx,
+        TCP_SPORT,
+        u16::from_be(seg.sport),
+        u16::from_be(to.dport),
+    )?;
+    rw.u16(
+        ctx,
+        TCP_DPORT,
+        u16::from_be(seg.dport),
+        u16::from_be(to.sport),
+    )
+}
+
+#[inline(always)]
+fn redirect(ctx: &TcContext, ifindex: u32) -> i32 {
+    ctx.set_mark(SPLICED_MARK);
+    // SAFETY: no neighbour parameters: the kernel resolves the next hop
+    // from the FIB for the packet's destination.
+    unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
+}
+
+fn ifindex(ctx: &TcContext) -> u32 {
+    // SAFETY: `skb` is the context the kernel handed to the program.
+    unsafe { (*ctx.skb.skb).ifindex }
+}
+
+fn gso_size(ctx: &TcContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { (*ctx.skb.skb).gso_size }
+}
+
+fn mark(ctx: &TcContext) -> u32 {
+    // SAFETY: as above.
+    unsafe { (*ctx.skb.skb).mark }
+}
+
+/// TC ingress: a segment arriving at the gateway.
+#[inline(always)]
+pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
+    let p = Pkt {
+        ctx,
+        seg: parse(ctx)?,
+    };
+    let key = FlowKey::ingress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
+    // The work is split so that no call chain is deep: the verifier caps
+    // the stack of a whole chain at 512 bytes.
+    if let Some(b) = FLOWS_S.get_ptr_mut(&key) {
+        // SAFETY: a map value; the kernel keeps it alive while we run.
+        let b = unsafe { &mut *b };
+        let next = backend_in(&p, &key, b);
+        return Ok(match next >> 32 {
+            NEXT_SPLICE => {
+                let Some(c) = FLOWS_C.get_ptr_mut(&b.client) else {
+                    flows::add(counter::NO_PEER, 1);
+                    return Ok(TC_ACT_SHOT);
+                };
+                #[expect(clippy::cast_possible_truncation, reason = "the low half")]
+                // SAFETY: a map value, alive while we run.
+                splice_out(&p, b, unsafe { &mut *c }, next as u32)
+            }
+            _ => action(next),
+        });
+    }
+    if let Some(c) = FLOWS_C.get_ptr_mut(&key) {
+        // SAFETY: as above.
+        let c = unsafe { &mut *c };
+        let next = client_in(&p, c);
+        return Ok(match next >> 32 {
+            NEXT_ACK_TO_BACKEND => match FLOWS_S.get_ptr_mut(&c.backend) {
+                // SAFETY: a map value, alive while we run.
+                Some(b) => ack_to_backend(&p, c, unsafe { &mut *b }),
+                None => TC_ACT_SHOT,
+            },
+            _ => action(next),
+        });
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// What an ingress step asks for next, in the high half of its `u64`
+/// result: return the action in the low half, splice the segment at the
+/// client sequence number in the low half, or send it to the backend.
+const NEXT_ACTION: u64 = 0;
+const NEXT_SPLICE: u64 = 1;
+const NEXT_ACK_TO_BACKEND: u64 = 2;
+
+#[expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "the low half holds a TC action"
+)]
+const fn action(next: u64) -> i32 {
+    next as u32 as i32
+}
+
+#[expect(clippy::cast_sign_loss, reason = "TC actions are small")]
+const fn next_action(action: i32) -> u64 {
+    (NEXT_ACTION << 32) | action as u32 as u64
+}
+
+/// TC egress: a segment a gateway socket sends.
+#[inline(always)]
+pub fn egress(ctx: &TcContext) -> Result<i32, ()> {
+    if mark(ctx) == SPLICED_MARK {
+        // Redirected by our ingress: already in its final form.
+        ctx.set_mark(0);
+        return Ok(TC_ACT_OK);
+    }
+    let p = Pkt {
+        ctx,
+        seg: parse(ctx)?,
+    };
+    let key = FlowKey::egress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
+    if let Some(c) = FLOWS_C.get_ptr_mut(&key) {
+        // SAFETY: a map value, alive while we run.
+        return Ok(client_out(&p, unsafe { &mut *c }));
+    }
+    if let Some(b) = FLOWS_S.get_ptr_mut(&key) {
+        // SAFETY: as above.
+        return Ok(backend_out(&p, unsafe { &mut *b }));
+    }
+    Ok(TC_ACT_OK)
+}
+
+// ---- backend -> gateway -------------------------------------------------
+
+#[inline(never)]
+fn backend_in(p: &Pkt, key: &FlowKey, b: &mut BackendFlow) -> u64 {
+    try_backend_in(p.ctx, &p.seg, key, b).unwrap_or(next_action(TC_ACT_SHOT))
+}
+
+#[inline(always)]
+fn try_backend_in(
+    ctx: &TcContext,
+    seg: &Seg,
+    key: &FlowKey,
+    b: &mut BackendFlow,
+) -> Result<u64, ()> {
+    b.ifindex = ifindex(ctx);
+    if b.state == state::IDLE && seg.payload_len > 0 {
+        if let Some(arm) = ARMS.get_ptr(key) {
+            // SAFETY: a map value; copied before the entry is removed.
+            let arm = unsafe { *arm };
+            let _ = ARMS.remove(key);
+            let p = Pkt { ctx, seg: *seg };
+            // Sets the region up when it splices; the segment is then
+            // inside it and spliced below.
+            decide(&p, key, b, &arm);
+        }
+    }
+    if b.state == state::SPLICING {
+        let region = b.region;
+        match region.clip(seg.seq, seg.payload_len) {
+            Clip::Inside { client_seq } => {
+                return Ok((NEXT_SPLICE << 32) | u64::from(client_seq));
+            }
+            Clip::Before => return to_socket_s(ctx, seg, b, Some(region)).map(next_action),
+            Clip::Straddles { .. } | Clip::After => {
+                // Bytes beyond the response the head announced: they can
+                // reach neither socket correctly. The backend is broken;
+                // the control plane times the request out and closes both.
+                flows::add(counter::DROPPED, 1);
+                return Ok(next_action(TC_ACT_SHOT));
+            }
+        }
+    }
+    to_socket_s(ctx, seg, b, None).map(next_action)
+}
+
+/// A backend segment for socket S: its sequence number without the
+/// spliced bytes.
+#[inline(always)]
+fn to_socket_s(
+    ctx: &TcContext,
+    seg: &Seg,
+    b: &BackendFlow,
+    region: Option<Region>,
+) -> Result<i32, ()> {
+    let mut seq = seg.seq;
+    if let Some(r) = region {
+        seq = r.collapse_backend(seq);
+    }
+    seq = b.shift.s_ingress_seq(seq);
+    if seq != seg.seq {
+        let mut rw = Rewrite::new();
+        rw.u32(ctx, TCP_SEQ, seg.seq, seq)?;
+        rw.finish(ctx)?;
+        flows::add(counter::TRANSLATED, 1);
+    }
+    Ok(TC_ACT_OK)
+}
+
+/// The bytes of the response's first segment the head scan reads.
+#[repr(C)]
+struct Scan {
+    off: u32,
+    avail: u32,
+    scanner: HeadScanner,
+    /// Set once the scanner gave a verdict: 1 splice, 2 relay. Plain
+    /// integers: copying a `Verdict` copies undefined padding, which the
+    /// verifier rejects as an uninitialised register.
+    done: u32,
+    /// Relay reason, or head length.
+    a: u32,
+    /// Body length.
+    body: u64,
+}
+
+#[btf_map]
+static SCAN: PerCpuArray<Scan, 1> = PerCpuArray::new();
+
+/// `bpf_loop` callback: feeds payload byte `i` to the scanner.
+extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` points at the skb pointer on `decide`'s stack (the
+    // verifier tracks a context pointer spilled to the stack, not one
+    // stored in a map).
+    let skb = unsafe { *ctx.cast::<*mut __sk_buff>() };
+    let Some(s) = SCAN.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: this CPU's scan slot, set up by `decide` for this loop.
+    let s = unsafe { &mut *s };
+    let Ok(i) = u32::try_from(i) else { return 1 };
+    if i >= s.avail {
+        return 1;
+    }
+    let mut b = 0_u8;
+    // SAFETY: one byte into `b`.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            skb as *const c_void,
+            s.off.wrapping_add(i),
+            (&raw mut b).cast(),
+            1,
+        )
+    };
+    if r != 0 {
+        return 1;
+    }
+    match s.scanner.feed(b) {
+        Some(Verdict::Splice { head_len, body_len }) => {
+            s.done = 1;
+            s.a = head_len;
+            s.body = body_len;
+            1
+        }
+        Some(Verdict::Relay(reason)) => {
+            s.done = 2;
+            s.a = reason;
+            s.body = 0;
+            1
+        }
+        None => 0,
+    }
+}
+
+/// The first response segment on an armed backend connection: splice or
+/// relay. Returns the action when the segment was spliced, `None` when it
+/// goes on to S.
+#[inline(never)]
+fn decide(p: &Pkt, key: &FlowKey, b: &mut BackendFlow, arm: &Arm) {
+    // An error before the region is set up leaves the connection idle:
+    // the segment goes to S and the response is relayed.
+    let _ = try_decide(p.ctx, &p.seg, key, b, arm);
+}
+
+#[inline(always)]
+fn try_decide(
+    ctx: &TcContext,
+    seg: &Seg,
+    key: &FlowKey,
+    b: &mut BackendFlow,
+    arm: &Arm,
+) -> Result<(), ()> {
+    let relay = |reason: u32| {
+        flows::relayed(reason);
+        flows::report(arm.id, event::RELAY, reason, 0);
+        Ok(())
+    };
+    let Some(c) = FLOWS_C.get_ptr_mut(&arm.client) else {
+        return relay(relay::RELAY_NO_CLIENT);
+    };
+    // SAFETY: a map value, alive while we run.
+    let c = unsafe { &mut *c };
+    let s0 = b.shift.s_egress_ack(arm.s0);
+    if seg.seq != s0 {
+        return relay(relay::RELAY_OUT_OF_ORDER);
+    }
+    // The client must accept every segment the backend sends as it is.
+    let seg_size = match gso_size(ctx) {
+        0 => seg.payload_len,
+        g => g,
+    };
+    let ts_both = b.flags & fl::TIMESTAMPS != 0 && c.flags & fl::TIMESTAMPS != 0;
+    if seg_size > arm.client_mss
+        || (b.flags & fl::TIMESTAMPS != 0) != (c.flags & fl::TIMESTAMPS != 0)
+    {
+        return relay(relay::RELAY_MISMATCH);
+    }
+    let Ok(opts) = Opts::load(ctx, seg) else {
+        return relay(relay::RELAY_BAD_OPTIONS);
+    };
+    if opts.unknown || (ts_both && opts.parsed.timestamps().is_none()) {
+        return relay(relay::RELAY_BAD_OPTIONS);
+    }
+
+    let avail = if seg.payload_len > SCAN_MAX as u32 {
+        SCAN_MAX as u32 + 1
+    } else {
+        seg.payload_len
+    };
+    let scan = SCAN.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot, used by this program run only.
+    let scan = unsafe { &mut *scan };
+    scan.off = seg.payload_off() as u32;
+    scan.avail = avail;
+    scan.scanner = HeadScanner::new(u32::from(arm.request), seg.payload_len);
+    scan.done = 0;
+    scan.a = 0;
+    scan.body = 0;
+    // The loop context must be on the stack: it holds only the skb
+    // pointer; the callback finds the scan state in this CPU's SCAN slot.
+    let mut skb = ctx.skb.skb;
+    // SAFETY: the callback reads the skb pointer through its context.
+    unsafe {
+        bpf_loop(
+            SCAN_MAX as u32 + 1,
+            scan_byte as *mut c_void,
+            (&raw mut skb).cast(),
+            0,
+        );
+    }
+    let verdict = match scan.done {
+        1 => Verdict::Splice {
+            head_len: scan.a,
+            body_len: scan.body,
+        },
+        2 => Verdict::Relay(scan.a),
+        _ => scan.scanner.finish(avail as usize),
+    };
+    let len = match verdict {
+        Verdict::Relay(reason) => return relay(reason),
+        v => match v.region_len() {
+            Some(len) => len,
+            None => return relay(relay::RELAY_TOO_LONG),
+        },
+    };
+    let c0 = c.shift.c_egress_seq(arm.c0);
+    let Some(region) = Region::new(s0, c0, len) else {
+        return relay(relay::RELAY_TOO_LONG);
+    };
+
+    // Splice: C's acknowledgement and window as the control plane read
+    // them, unless C has sent something newer since.
+    if c.flags & fl::LEARNED == 0 {
+        c.c_ack = arm.c_ack;
+        c.c_window = arm.c_window;
+    } else {
+        c.c_ack = seq_max(c.c_ack, arm.c_ack);
+    }
+    if let Some(ts) = opts.parsed.timestamps() {
+        c.ts_map = TsMap::continuing(c.ts_last_sent, ts.tsval);
+    }
+    c.region = region;
+    c.sent_end = c0;
+    c.backend = *key;
+    c.state = state::SPLICING;
+    b.region = region;
+    b.client = arm.client;
+    b.arm_id = arm.id;
+    b.acked_end = s0;
+    b.state = state::SPLICING;
+    flows::add(counter::REGIONS, 1);
+    flows::report(arm.id, event::SPLICE, 0, len);
+    Ok(())
+}
+
+/// Rewrites a backend segment inside the region into the client's
+/// connection and sends it to the client.
+#[inline(never)]
+fn splice_out(p: &Pkt, b: &mut BackendFlow, c: &mut ClientFlow, client_seq: u32) -> i32 {
+    try_splice_out(p.ctx, &p.seg, b, c, client_seq).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn try_splice_out(
+    ctx: &TcContext,
+    seg: &Seg,
+    b: &mut BackendFlow,
+    c: &mut ClientFlow,
+    client_seq: u32,
+) -> Result<i32, ()> {
+    let opts = Opts::load(ctx, seg)?;
+    opts.clear_unknown();
+    if let Some(ts) = opts.parsed.timestamps() {
+        if c.flags & fl::TIMESTAMPS == 0 {
+            opts.remove_ts();
+        } else {
+            let mut tsval = c.ts_map.to_receiver(ts.tsval);
+            if ts_lt(tsval, c.ts_last_sent) {
+                tsval = c.ts_last_sent;
+            }
+            c.ts_last_sent = tsval;
+            opts.set_ts(tsval, c.ts_recent);
+        }
+    }
+    // The backend's SACK blocks describe S's request bytes: meaningless to
+    // the client.
+    opts.remove_sack();
+
+    let mut rw = Rewrite::new();
+    retarget(ctx, &mut rw, seg, &b.client)?;
+    rw.u32(ctx, TCP_SEQ, seg.seq, client_seq)?;
+    rw.u32(ctx, TCP_ACK, seg.ack, c.c_ack)?;
+    rw.u16(ctx, TCP_WINDOW, seg.window, c.c_window)?;
+    opts.store(ctx, &mut rw.l4)?;
+    rw.finish(ctx)?;
+
+    c.sent_end = seq_max(c.sent_end, client_seq.wrapping_add(seg.payload_len));
+    c.bytes_spliced += u64::from(seg.payload_len);
+    b.bytes_spliced += u64::from(seg.payload_len);
+    flows::add(counter::SEGMENTS, 1);
+    flows::add(counter::BYTES, u64::from(seg.payload_len));
+    Ok(redirect(ctx, c.ifindex))
+}
+
+// ---- client -> gateway --------------------------------------------------
+
+#[inline(never)]
+fn client_in(p: &Pkt, c: &mut ClientFlow) -> u64 {
+    try_client_in(p.ctx, &p.seg, c).unwrap_or(next_action(TC_ACT_SHOT))
+}
+
+#[inline(always)]
+fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, ()> {
+    c.ifindex = ifindex(ctx);
+    let opts = Opts::load(ctx, seg)?;
+    if let Some(ts) = opts.parsed.timestamps() {
+        c.ts_recent = ts.tsval;
+        c.flags |= fl::TS_RECENT;
+    }
+    if c.state == state::SPLICING {
+        let region = c.region;
+        if seg.is_pure_ack() && region.to_backend_ack(seg.ack).is_some() {
+            if FLOWS_S.get_ptr(&c.backend).is_some() {
+                return Ok(NEXT_ACK_TO_BACKEND << 32);
+            }
+            flows::add(counter::NO_PEER, 1);
+        }
+        let done = region.is_acked(seg.ack);
+        let ack = c.shift.c_ingress_ack(region.collapse_client(seg.ack));
+        opts.clear_unknown();
+        if let Some((s, blocks)) = opts.sack_blocks() {
+            let out = sack::to_socket_c(region, c.shift, blocks.as_slice());
+            opts.write_sack(s, &out);
+        }
+        let mut rw = Rewrite::new();
+        rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
+        opts.store(ctx, &mut rw.l4)?;
+        rw.finish(ctx)?;
+        flows::add(counter::TRANSLATED, 1);
+        if done {
+            // The client acknowledged the whole region with a segment for
+            // C (its next request): the backend learns the final ACK from
+            // S once its retransmission reaches S's socket.
+            if let Some(b) = FLOWS_S.get_ptr_mut(&c.backend) {
+                // SAFETY: a map value, alive while we run.
+                complete(c, unsafe { &mut *b });
+            }
+        }
+        return Ok(next_action(TC_ACT_OK));
+    }
+    if c.shift.spliced != 0 {
+        let ack = c.shift.c_ingress_ack(seg.ack);
+        opts.clear_unknown();
+        if let Some((s, blocks)) = opts.sack_blocks() {
+            let out = sack::to_socket_c(Region::default(), c.shift, blocks.as_slice());
+            opts.write_sack(s, &out);
+        }
+        let mut rw = Rewrite::new();
+        rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
+        opts.store(ctx, &mut rw.l4)?;
+        rw.finish(ctx)?;
+        flows::add(counter::TRANSLATED, 1);
+    }
+    Ok(next_action(TC_ACT_OK))
+}
+
+/// A client ACK of region bytes: rewritten into the backend's connection
+/// and sent to the backend.
+#[inline(never)]
+fn ack_to_backend(p: &Pkt, c: &mut ClientFlow, b: &mut BackendFlow) -> i32 {
+    let region = c.region;
+    let Ok(opts) = Opts::load(p.ctx, &p.seg) else {
+        return TC_ACT_SHOT;
+    };
+    try_ack_to_backend(p.ctx, &p.seg, c, b, opts, region).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn try_ack_to_backend(
+    ctx: &TcContext,
+    seg: &Seg,
+    c: &mut ClientFlow,
+    b: &mut BackendFlow,
+    opts: &mut Opts,
+    region: Region,
+) -> Result<i32, ()> {
+    let Some(ack) = region.to_backend_ack(seg.ack) else {
+        return Err(());
+    };
+    b.acked_end = seq_max(b.acked_end, ack);
+    opts.clear_unknown();
+    if let Some(ts) = opts.parsed.timestamps() {
+        if b.flags & fl::TIMESTAMPS == 0 {
+            opts.remove_ts();
+        } else {
+            opts.set_ts(b.ts_last_sent, c.ts_map.to_source(ts.tsecr));
+        }
+    }
+    if let Some((s, blocks)) = opts.sack_blocks() {
+        let out = sack::to_backend(region, blocks.as_slice());
+        opts.write_sack(s, &out);
+    }
+    let win = window::rescale(seg.window, c.client_wscale, b.s_wscale);
+    let backend = c.backend;
+    let mut rw = Rewrite::new();
+    retarget(ctx, &mut rw, seg, &backend)?;
+    rw.u32(ctx, TCP_SEQ, seg.seq, b.snd_nxt)?;
+    rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
+    rw.u16(ctx, TCP_WINDOW, seg.window, win)?;
+    opts.store(ctx, &mut rw.l4)?;
+    rw.finish(ctx)?;
+    flows::add(counter::ACKS, 1);
+    if region.is_acked(seg.ack) {
+        complete(c, b);
+    }
+    Ok(redirect(ctx, b.ifindex))
+}
+
+/// The client acknowledged the whole region: both sockets' shifts grow by
+/// its length, and the control plane hears that S is free.
+#[inline(always)]
+fn complete(c: &mut ClientFlow, b: &mut BackendFlow) {
+    if c.state != state::SPLICING || b.state != state::SPLICING {
+        return;
+    }
+    let len = c.region.len;
+    c.shift = c.shift.add(len);
+    b.shift = b.shift.add(len);
+    c.state = state::IDLE;
+    b.state = state::IDLE;
+    c.regions_done += 1;
+    flows::add(counter::DONE, 1);
+    flows::report(b.arm_id, event::DONE, 0, len);
+}
+
+// ---- gateway sockets -> peers --------------------------------------------
+
+/// Socket C -> client: C's sequence numbers plus the spliced bytes, and a
+/// TSval never below one the client has seen.
+#[inline(never)]
+fn client_out(p: &Pkt, c: &mut ClientFlow) -> i32 {
+    try_client_out(p.ctx, &p.seg, c).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn try_client_out(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<i32, ()> {
+    c.c_ack = seg.ack;
+    c.c_window = seg.window;
+    c.flags |= fl::LEARNED;
+    let mut seq = c.shift.c_egress_seq(seg.seq);
+    if c.state == state::SPLICING {
+        seq = c.region.expand_client(seq, c.sent_end);
+    }
+    let opts = Opts::load(ctx, seg)?;
+    if let Some(ts) = opts.parsed.timestamps() {
+        let tsval = ts_max(ts.tsval, c.ts_last_sent);
+        c.ts_last_sent = tsval;
+        if tsval != ts.tsval {
+            opts.set_ts(tsval, ts.tsecr);
+        }
+    }
+    let mut rw = Rewrite::new();
+    rw.u32(ctx, TCP_SEQ, seg.seq, seq)?;
+    opts.store(ctx, &mut rw.l4)?;
+    rw.finish(ctx)?;
+    Ok(TC_ACT_OK)
+}
+
+/// Socket S -> backend: S's acknowledgement plus the spliced bytes (and,
+/// while a region is in flight, as far as the client has acknowledged).
+#[inline(never)]
+fn backend_out(p: &Pkt, b: &mut BackendFlow) -> i32 {
+    try_backend_out(p.ctx, &p.seg, b).unwrap_or(TC_ACT_SHOT)
+}
+
+#[inline(always)]
+fn try_backend_out(ctx: &TcContext, seg: &Seg, b: &mut BackendFlow) -> Result<i32, ()> {
+    let mut end = seg.seq.wrapping_add(seg.payload_len);
+    if seg.flags & (TH_SYN | TH_FIN) != 0 {
+        end = end.wrapping_add(1);
+    }
+    b.snd_nxt = if b.flags & fl::LEARNED == 0 {
+        end
+    } else {
+        seq_max(b.snd_nxt, end)
+    };
+    b.flags |= fl::LEARNED;
+    let splicing = b.state == state::SPLICING;
+    let mut ack = b.shift.s_egress_ack(seg.ack);
+    if splicing {
+        ack = b.region.expand_backend(ack, b.acked_end);
+    }
+    let opts = Opts::load(ctx, seg)?;
+    if let Some(ts) = opts.parsed.timestamps() {
+        b.ts_last_sent = ts.tsval;
+    }
+    if b.shift.spliced != 0 || splicing {
+        opts.clear_unknown();
+        if let Some((s, blocks)) = opts.sack_blocks() {
+            let region = if splicing {
+                b.region
+            } else {
+                Region::default()
+            };
+            let out = sack::from_socket_s(region, b.shift, blocks.as_slice());
+            opts.write_sack(s, &out);
+        }
+    }
+    let mut rw = Rewrite::new();
+    rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
+    opts.store(ctx, &mut rw.l4)?;
+    rw.finish(ctx)?;
+    Ok(TC_ACT_OK)
+}
