@@ -158,6 +158,7 @@ impl Metrics {
         let server = rec.server.clone().unwrap_or_else(|| Arc::clone(&none));
         let path = match rec.path_taken {
             Some(super::ResponsePath::Relay) => "relay",
+            Some(super::ResponsePath::Splice) => "splice",
             Some(super::ResponsePath::Local) | None => "local",
         };
         self.requests
