@@ -138,11 +138,11 @@ pub struct ClientFlow {
     pub sent_end: u32,
     /// C's acknowledgement number (of the client's bytes) as last sent.
     pub c_ack: u32,
-    /// The highest TSval sent to the client (C's own or spliced).
+    /// The highest `TSval` sent to the client (C's own or spliced).
     pub ts_last_sent: u32,
-    /// The client's latest TSval (echoed in spliced segments).
+    /// The client's latest `TSval` (echoed in spliced segments).
     pub ts_recent: u32,
-    /// The region's backend clock mapped into the client's TSval stream.
+    /// The region's backend clock mapped into the client's `TSval` stream.
     pub ts_map: TsMap,
     /// Interface toward the client (learned on ingress).
     pub ifindex: u32,
@@ -180,7 +180,7 @@ pub struct BackendFlow {
     pub acked_end: u32,
     /// S's sequence end as last sent (wire; for translated client ACKs).
     pub snd_nxt: u32,
-    /// S's TSval as last sent.
+    /// S's `TSval` as last sent.
     pub ts_last_sent: u32,
     /// Interface toward the backend (learned on ingress).
     pub ifindex: u32,
@@ -239,7 +239,8 @@ pub struct Event {
     pub id: u64,
     /// One of [`event`].
     pub kind: u32,
-    /// A `splice::relay` reason for RELAY, 0 otherwise.
+    /// A `splice::relay` reason for RELAY; the response's status code for
+    /// SPLICE; 0 for DONE.
     pub reason: u32,
     /// The region length (SPLICE, DONE).
     pub len: u32,

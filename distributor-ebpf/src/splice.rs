@@ -21,12 +21,20 @@
 //! (`CHECKSUM_PARTIAL` packets from local veth peers carry only the
 //! pseudo-header sum, and must be updated only for pseudo-header fields).
 
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    reason = "offsets and lengths of one packet, and helper return codes, fit in 32 bits"
+)]
+
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT},
+    bindings::{__sk_buff, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup},
     btf_maps::PerCpuArray,
-    helpers::generated::{bpf_loop, bpf_redirect_neigh, bpf_skb_load_bytes, bpf_skb_store_bytes},
+    helpers::generated::{
+        bpf_fib_lookup, bpf_loop, bpf_redirect_neigh, bpf_skb_load_bytes, bpf_skb_store_bytes,
+    },
     macros::btf_map,
     programs::TcContext,
 };
@@ -84,6 +92,8 @@ struct Seg {
     /// Host order.
     window: u16,
     flags: u8,
+    /// Data offset and reserved bits (the byte before the flags).
+    doff_byte: u8,
     /// TCP options length (0..=40).
     olen: usize,
     /// Payload bytes (the whole GSO super-packet's).
@@ -136,6 +146,7 @@ fn parse(ctx: &TcContext) -> Result<Seg, ()> {
         ack: u32::from_be(ctx.load(TCP_ACK).map_err(|_| ())?),
         window: u16::from_be(ctx.load(TCP_WINDOW).map_err(|_| ())?),
         flags: ctx.load(TCP_OFF + 13).map_err(|_| ())?,
+        doff_byte: doff,
         olen: thl - 20,
         payload_len,
     })
@@ -262,7 +273,7 @@ impl Opts {
         // SAFETY: `buf` holds `len <= MAX_LEN` bytes.
         let r = unsafe {
             bpf_skb_store_bytes(
-                ctx.skb.skb as *mut __sk_buff,
+                ctx.skb.skb,
                 TCP_OPTS as u32,
                 self.buf.as_ptr().cast(),
                 len as u32,
@@ -373,6 +384,30 @@ fn redirect(ctx: &TcContext, ifindex: u32) -> i32 {
     unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) as i32 }
 }
 
+/// The interface the FIB routes `daddr` out of (addresses network
+/// order); 0 if there is no route.
+#[inline(always)]
+fn route(ctx: &TcContext, saddr: u32, daddr: u32) -> u32 {
+    // SAFETY: an all-zero `bpf_fib_lookup` is a valid request once the
+    // fields below are set.
+    let mut params: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    params.family = 2; // AF_INET
+    params.l4_protocol = 6;
+    params.ifindex = ifindex(ctx);
+    params.__bindgen_anon_3.ipv4_src = saddr;
+    params.__bindgen_anon_4.ipv4_dst = daddr;
+    // SAFETY: `params` is a valid, writable lookup structure.
+    let r = unsafe {
+        bpf_fib_lookup(
+            ctx.skb.skb.cast(),
+            &raw mut params,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if r == 0 { params.ifindex } else { 0 }
+}
+
 fn ifindex(ctx: &TcContext) -> u32 {
     // SAFETY: `skb` is the context the kernel handed to the program.
     unsafe { (*ctx.skb.skb).ifindex }
@@ -398,13 +433,13 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
     let key = FlowKey::ingress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
     // The work is split so that no call chain is deep: the verifier caps
     // the stack of a whole chain at 512 bytes.
-    if let Some(b) = FLOWS_S.get_ptr_mut(&key) {
+    if let Some(b) = FLOWS_S.get_ptr_mut(key) {
         // SAFETY: a map value; the kernel keeps it alive while we run.
         let b = unsafe { &mut *b };
         let next = backend_in(&p, &key, b);
         return Ok(match next >> 32 {
             NEXT_SPLICE => {
-                let Some(c) = FLOWS_C.get_ptr_mut(&b.client) else {
+                let Some(c) = FLOWS_C.get_ptr_mut(b.client) else {
                     flows::add(counter::NO_PEER, 1);
                     return Ok(TC_ACT_SHOT);
                 };
@@ -415,12 +450,12 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
             _ => action(next),
         });
     }
-    if let Some(c) = FLOWS_C.get_ptr_mut(&key) {
+    if let Some(c) = FLOWS_C.get_ptr_mut(key) {
         // SAFETY: as above.
         let c = unsafe { &mut *c };
         let next = client_in(&p, c);
         return Ok(match next >> 32 {
-            NEXT_ACK_TO_BACKEND => match FLOWS_S.get_ptr_mut(&c.backend) {
+            NEXT_ACK_TO_BACKEND => match FLOWS_S.get_ptr_mut(c.backend) {
                 // SAFETY: a map value, alive while we run.
                 Some(b) => ack_to_backend(&p, c, unsafe { &mut *b }),
                 None => TC_ACT_SHOT,
@@ -465,11 +500,11 @@ pub fn egress(ctx: &TcContext) -> Result<i32, ()> {
         seg: parse(ctx)?,
     };
     let key = FlowKey::egress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
-    if let Some(c) = FLOWS_C.get_ptr_mut(&key) {
+    if let Some(c) = FLOWS_C.get_ptr_mut(key) {
         // SAFETY: a map value, alive while we run.
         return Ok(client_out(&p, unsafe { &mut *c }));
     }
-    if let Some(b) = FLOWS_S.get_ptr_mut(&key) {
+    if let Some(b) = FLOWS_S.get_ptr_mut(key) {
         // SAFETY: as above.
         return Ok(backend_out(&p, unsafe { &mut *b }));
     }
@@ -491,16 +526,17 @@ fn try_backend_in(
     b: &mut BackendFlow,
 ) -> Result<u64, ()> {
     b.ifindex = ifindex(ctx);
-    if b.state == state::IDLE && seg.payload_len > 0 {
-        if let Some(arm) = ARMS.get_ptr(key) {
-            // SAFETY: a map value; copied before the entry is removed.
-            let arm = unsafe { *arm };
-            let _ = ARMS.remove(key);
-            let p = Pkt { ctx, seg: *seg };
-            // Sets the region up when it splices; the segment is then
-            // inside it and spliced below.
-            decide(&p, key, b, &arm);
-        }
+    if b.state == state::IDLE
+        && seg.payload_len > 0
+        && let Some(arm) = ARMS.get_ptr(key)
+    {
+        // SAFETY: a map value; copied before the entry is removed.
+        let arm = unsafe { *arm };
+        let _ = ARMS.remove(key);
+        let p = Pkt { ctx, seg: *seg };
+        // Sets the region up when it splices; the segment is then inside
+        // it and spliced below.
+        decide(&p, key, b, &arm);
     }
     if b.state == state::SPLICING {
         let region = b.region;
@@ -631,7 +667,7 @@ fn try_decide(
         flows::report(arm.id, event::RELAY, reason, 0);
         Ok(())
     };
-    let Some(c) = FLOWS_C.get_ptr_mut(&arm.client) else {
+    let Some(c) = FLOWS_C.get_ptr_mut(arm.client) else {
         return relay(relay::RELAY_NO_CLIENT);
     };
     // SAFETY: a map value, alive while we run.
@@ -694,7 +730,7 @@ fn try_decide(
     };
     let len = match verdict {
         Verdict::Relay(reason) => return relay(reason),
-        v => match v.region_len() {
+        v @ Verdict::Splice { .. } => match v.region_len() {
             Some(len) => len,
             None => return relay(relay::RELAY_TOO_LONG),
         },
@@ -715,6 +751,11 @@ fn try_decide(
     if let Some(ts) = opts.parsed.timestamps() {
         c.ts_map = TsMap::continuing(c.ts_last_sent, ts.tsval);
     }
+    // The client's connection may have sent nothing since it was
+    // registered: find its interface from the FIB.
+    if c.ifindex == 0 {
+        c.ifindex = route(ctx, arm.client.daddr, arm.client.saddr);
+    }
     c.region = region;
     c.sent_end = c0;
     c.backend = *key;
@@ -725,7 +766,8 @@ fn try_decide(
     b.acked_end = s0;
     b.state = state::SPLICING;
     flows::add(counter::REGIONS, 1);
-    flows::report(arm.id, event::SPLICE, 0, len);
+    // The status code rides in `reason`: the control plane records it.
+    flows::report(arm.id, event::SPLICE, scan.scanner.status(), len);
     Ok(())
 }
 
@@ -764,6 +806,13 @@ fn try_splice_out(
 
     let mut rw = Rewrite::new();
     retarget(ctx, &mut rw, seg, &b.client)?;
+    if seg.flags & TH_FIN != 0 {
+        // The backend's FIN belongs to S, not to the client's connection:
+        // the client gets the bytes; the backend retransmits the FIN
+        // alone, and that reaches S.
+        let word = u16::from_be_bytes([seg.doff_byte, seg.flags]);
+        rw.u16(ctx, TCP_OFF + 12, word, word & !u16::from(TH_FIN))?;
+    }
     rw.u32(ctx, TCP_SEQ, seg.seq, client_seq)?;
     rw.u32(ctx, TCP_ACK, seg.ack, c.c_ack)?;
     rw.u16(ctx, TCP_WINDOW, seg.window, c.c_window)?;
@@ -796,7 +845,7 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
     if c.state == state::SPLICING {
         let region = c.region;
         if seg.is_pure_ack() && region.to_backend_ack(seg.ack).is_some() {
-            if FLOWS_S.get_ptr(&c.backend).is_some() {
+            if FLOWS_S.get_ptr(c.backend).is_some() {
                 return Ok(NEXT_ACK_TO_BACKEND << 32);
             }
             flows::add(counter::NO_PEER, 1);
@@ -817,7 +866,7 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
             // The client acknowledged the whole region with a segment for
             // C (its next request): the backend learns the final ACK from
             // S once its retransmission reaches S's socket.
-            if let Some(b) = FLOWS_S.get_ptr_mut(&c.backend) {
+            if let Some(b) = FLOWS_S.get_ptr_mut(c.backend) {
                 // SAFETY: a map value, alive while we run.
                 complete(c, unsafe { &mut *b });
             }
@@ -912,7 +961,7 @@ fn complete(c: &mut ClientFlow, b: &mut BackendFlow) {
 // ---- gateway sockets -> peers --------------------------------------------
 
 /// Socket C -> client: C's sequence numbers plus the spliced bytes, and a
-/// TSval never below one the client has seen.
+/// `TSval` never below one the client has seen.
 #[inline(never)]
 fn client_out(p: &Pkt, c: &mut ClientFlow) -> i32 {
     try_client_out(p.ctx, &p.seg, c).unwrap_or(TC_ACT_SHOT)

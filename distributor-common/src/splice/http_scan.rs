@@ -294,6 +294,13 @@ impl HeadScanner {
         }
     }
 
+    /// The status code read so far (complete once a `Splice` verdict came).
+    #[inline(always)]
+    #[must_use]
+    pub const fn status(&self) -> u32 {
+        self.status
+    }
+
     /// The verdict when the bytes ran out before [`HeadScanner::feed`]
     /// gave one: the head is incomplete (`avail`, the number of payload
     /// bytes the caller had, below [`SCAN_MAX`]) or too long.

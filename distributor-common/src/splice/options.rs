@@ -363,10 +363,10 @@ fn write_at<const AT: usize>(buf: &mut [u8; MAX_LEN], bytes: &[u8]) -> Option<De
     // The loop runs a constant number of times and stores conditionally,
     // so LLVM does not turn it into a memcpy of a variable length.
     for j in 0..MAX_LEN {
-        if j < bytes.len() {
-            if let (Some(dst), Some(&src)) = (buf.get_mut(at + j), bytes.get(j)) {
-                *dst = src;
-            }
+        if j < bytes.len()
+            && let (Some(dst), Some(&src)) = (buf.get_mut(at + j), bytes.get(j))
+        {
+            *dst = src;
         }
     }
     // Every aligned word overlapping [at, end). The word positions are
@@ -400,10 +400,10 @@ fn write_general(buf: &mut [u8; MAX_LEN], at: usize, bytes: &[u8]) -> Option<Del
     // The loop runs a constant number of times and stores conditionally,
     // so LLVM does not turn it into a memcpy of a variable length.
     for j in 0..MAX_LEN {
-        if j < bytes.len() {
-            if let (Some(dst), Some(&src)) = (buf.get_mut(at + j), bytes.get(j)) {
-                *dst = src;
-            }
+        if j < bytes.len()
+            && let (Some(dst), Some(&src)) = (buf.get_mut(at + j), bytes.get(j))
+        {
+            *dst = src;
         }
     }
     // Every aligned word overlapping [at, end). The word positions are
