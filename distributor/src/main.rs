@@ -59,6 +59,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List the connections the splice datapath tracks (read from the
+    /// pinned flow maps): clients, backends, and requests armed for a
+    /// splice.
+    Flows {
+        /// The pin directory of the running instance.
+        #[arg(long, default_value = DEFAULT_PIN_DIR)]
+        pin_dir: PathBuf,
+        /// Print JSON instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -104,6 +115,15 @@ fn main_inner() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Flows { pin_dir, json } => {
+            let flows = datapath::flows::read(&pin_dir)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&flows)?);
+            } else {
+                print!("{}", flows.render());
+            }
+            Ok(())
+        }
     }
 }
 
@@ -122,9 +142,20 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(dp) => Some(spawn_ebpf_logger(dp)?),
         None => None,
     };
+    // The splice datapath runs on TC; the XDP mode relays until its
+    // splicing lands.
+    let splice = match datapath.as_mut() {
+        Some(dp) if config.datapath.mode == DatapathMode::Tc => {
+            let events = dp
+                .take_events()
+                .context("the eBPF object has no splice event ring")?;
+            Some(datapath::splice::Splice::start(dp.pin_dir(), events)?)
+        }
+        _ => None,
+    };
     let mut tasks = JoinSet::new();
     let workers = match config.listener.address {
-        Some(addr) => Some(start_proxy(&config, addr, &mut tasks).await?),
+        Some(addr) => Some(start_proxy(&config, addr, &mut tasks, splice).await?),
         None => None,
     };
     info!(pid = std::process::id(), "distributor running");
@@ -154,6 +185,7 @@ async fn start_proxy(
     config: &Config,
     addr: std::net::SocketAddr,
     tasks: &mut JoinSet<()>,
+    splice: Option<Arc<datapath::splice::Splice>>,
 ) -> anyhow::Result<proxy::Workers> {
     let metrics = Arc::new(Metrics::default());
     let upstreams = Arc::new(Upstreams::new(config));
@@ -163,6 +195,7 @@ async fn start_proxy(
         Arc::clone(&upstreams),
         Arc::clone(&metrics),
         access_log,
+        splice,
     )?);
     let workers = proxy::Workers::start(
         addr,

@@ -2,6 +2,9 @@
 //! programs to the gateway's interfaces, pins its maps and owns the map
 //! handles. Dropping a [`Datapath`] detaches everything and removes the pins.
 
+pub mod flows;
+pub mod sockets;
+pub mod splice;
 pub mod stats;
 
 use std::{collections::BTreeSet, path::PathBuf};
@@ -174,6 +177,17 @@ impl Datapath {
         }
         info!(pin_dir = %self.pin_dir.display(), maps = ?PINNED_MAPS, "maps pinned");
         Ok(())
+    }
+
+    /// The splice event ring buffer (taken once; the control plane reads
+    /// it).
+    pub fn take_events(&mut self) -> Option<aya::maps::Map> {
+        self.ebpf.take_map(flow::EVENTS)
+    }
+
+    /// The pin directory.
+    pub fn pin_dir(&self) -> &std::path::Path {
+        &self.pin_dir
     }
 
     /// The eBPF object, for the logger.

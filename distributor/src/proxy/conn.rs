@@ -7,6 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use distributor_common::{flow::event, splice::relay};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -19,6 +20,7 @@ use super::{
     respond,
 };
 use crate::{
+    datapath::splice::{Armed, ClientReg, not_armed},
     http::{
         self, BodyFraming, ChunkedScanner, Parsed, RequestHead, ResponseHead, parse_request_head,
         parse_response_head,
@@ -46,9 +48,21 @@ struct Client<'a> {
     /// Bytes received and not yet consumed (pipelined requests wait here).
     buf: Vec<u8>,
     requests: u64,
+    /// The connection's entry in the splice datapath's flow map.
+    splice: Option<ClientReg>,
 }
 
 pub async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64) {
+    let splice = shared
+        .splice
+        .as_ref()
+        .and_then(|sp| match sp.add_client(&stream, id) {
+            Ok(reg) => Some(reg),
+            Err(e) => {
+                debug!(conn = id, "not registered for splicing: {e}");
+                None
+            }
+        });
     let mut c = Client {
         shared,
         stream,
@@ -56,6 +70,7 @@ pub async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64
         id,
         buf: Vec::with_capacity(CHUNK),
         requests: 0,
+        splice,
     };
     while c.one_request().await == Next::Continue {}
     // Flush what we wrote and say FIN; the client may still be sending.
@@ -91,6 +106,26 @@ enum Exchange {
     Fail(Reject),
     /// Connecting failed: try the next server.
     ConnectFailed(ConnectError),
+    /// The datapath spliced the whole response; the client acknowledged it.
+    Spliced {
+        conn: BackendConn,
+        status: u16,
+        len: u32,
+    },
+    /// The datapath may have sent part of a response: nothing can be
+    /// written to the client any more; close it.
+    Broken(String),
+}
+
+/// What the datapath decided about an armed request.
+enum Decision {
+    Spliced {
+        status: u16,
+        len: u32,
+    },
+    /// Relayed: the response is read from S as usual.
+    Relay,
+    Broken(String),
 }
 
 impl Client<'_> {
@@ -137,6 +172,18 @@ impl Client<'_> {
         rec.rule = matched.map(|m| Arc::clone(&self.shared.rule_names[m.index]));
         rec.pool = Some(Arc::clone(&pool.name));
 
+        // The backend's head reaches the client verbatim when spliced: only
+        // for HTTP/1.1 keep-alive exchanges, where it is valid as it is.
+        let splice_ok = self.splice.is_some() && client_keep_alive && head.version == 1;
+        if self.shared.splice.is_some() && !splice_ok {
+            rec.path_reason = Some(if self.splice.is_none() {
+                "client-not-registered"
+            } else {
+                "client-not-keep-alive-1.1"
+            });
+        } else if self.shared.splice.is_none() {
+            rec.path_reason = Some("datapath-off");
+        }
         let mut wire = message::backend_request_head(&head, framing, self.peer.ip());
         wire.extend_from_slice(&self.buf[head_len..request_bytes]);
         self.buf.drain(..request_bytes);
@@ -160,12 +207,42 @@ impl Client<'_> {
             let server = Arc::clone(&pool.servers[idx]);
             rec.server = Some(Arc::clone(&server.id));
             let inflight = InFlight::new(&server);
-            match self.exchange(&server, &wire, &mut rec, t0).await {
+            let how = if splice_ok {
+                Some(head.method.as_str())
+            } else {
+                None
+            };
+            match self.exchange(&server, &wire, how, &mut rec, t0).await {
                 Exchange::Head {
                     conn,
                     head,
                     after_head,
                 } => break (server, inflight, conn, head, after_head),
+                Exchange::Spliced { conn, status, len } => {
+                    rec.backend_conn = Some(conn.id);
+                    rec.reused = Some(conn.reused);
+                    rec.status = status;
+                    rec.bytes_out = u64::from(len);
+                    rec.path_taken = Some(ResponsePath::Splice);
+                    rec.path_reason = None;
+                    // The head announced keep-alive and a length the client
+                    // acknowledged in full: S is clean.
+                    server.conns.checkin(conn);
+                    drop(inflight);
+                    rec.t_done_ms = Some(ms(t0.elapsed()));
+                    self.shared.metrics.record(&rec);
+                    self.shared.access_log.log(rec, &self.shared.metrics);
+                    return Next::Continue;
+                }
+                Exchange::Broken(why) => {
+                    drop(inflight);
+                    rec.error = Some(why);
+                    rec.path_taken = Some(ResponsePath::Splice);
+                    rec.t_done_ms = Some(ms(t0.elapsed()));
+                    self.shared.metrics.record(&rec);
+                    self.shared.access_log.log(rec, &self.shared.metrics);
+                    return Next::Close;
+                }
                 Exchange::ConnectFailed(e) => {
                     debug!(conn = self.id, "{e}");
                     rec.connect_failures += 1;
@@ -324,6 +401,7 @@ impl Client<'_> {
         &mut self,
         server: &Server,
         wire: &[u8],
+        splice_method: Option<&str>,
         rec: &mut RequestRecord,
         t0: Instant,
     ) -> Exchange {
@@ -341,6 +419,7 @@ impl Client<'_> {
                 rec.retried = true;
             }
             let reused = conn.reused;
+            let mut armed = splice_method.and_then(|m| self.arm(&mut conn, m, rec));
             let sent = tokio::time::timeout(t.response_head, conn.stream.write_all(wire)).await;
             rec.t_sent_ms = Some(ms(t0.elapsed()));
             match sent {
@@ -351,9 +430,24 @@ impl Client<'_> {
                 }
                 Err(_) => return Exchange::Fail(Reject::close(504, "backend not reading")),
             }
+            if let Some(a) = armed.as_mut() {
+                match self.await_decision(&conn, a, rec).await {
+                    Decision::Spliced { status, len } => {
+                        rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
+                        drop(armed);
+                        return Exchange::Spliced { conn, status, len };
+                    }
+                    Decision::Broken(why) => return Exchange::Broken(why),
+                    Decision::Relay => {}
+                }
+            }
             match read_response_head(&mut conn, t.response_head, &self.shared.limits).await {
                 Ok((head, after_head)) => {
                     rec.t_first_byte_ms = Some(ms(t0.elapsed()));
+                    if let Some(a) = armed.as_mut() {
+                        note_relay_reason(a, rec);
+                    }
+                    drop(armed);
                     return Exchange::Head {
                         conn,
                         head,
@@ -380,6 +474,107 @@ impl Client<'_> {
             502,
             "backend closed a fresh connection without a response",
         ))
+    }
+
+    /// Registers `conn` in the flow map (once) and arms its region. `None`:
+    /// the response is relayed, and `rec.path_reason` says why.
+    fn arm(&self, conn: &mut BackendConn, method: &str, rec: &mut RequestRecord) -> Option<Armed> {
+        let sp = self.shared.splice.as_ref()?;
+        let client = self.splice.as_ref()?;
+        if conn.splice.is_none() {
+            match sp.add_backend(&conn.stream) {
+                Ok(reg) => conn.splice = Some(reg),
+                Err(e) => {
+                    debug!(conn = self.id, "backend connection not registered: {e}");
+                    rec.path_reason = Some(not_armed::UNAVAILABLE);
+                    return None;
+                }
+            }
+        }
+        let backend = conn.splice.as_ref()?;
+        match sp.arm(&self.stream, client, &conn.stream, backend, method) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                rec.path_reason = Some(why);
+                None
+            }
+        }
+    }
+
+    /// Waits for the datapath's decision on the response to an armed
+    /// request: spliced (then until the client acknowledged all of it),
+    /// or relayed (the response arrives at S).
+    async fn await_decision(
+        &self,
+        conn: &BackendConn,
+        a: &mut Armed,
+        rec: &mut RequestRecord,
+    ) -> Decision {
+        let t = self.shared.timeouts;
+        let first = tokio::time::timeout(t.response_head, async {
+            tokio::select! {
+                biased;
+                ev = a.next() => ev,
+                _ = conn.stream.readable() => None,
+            }
+        })
+        .await;
+        let ev = match first {
+            Ok(Some(ev)) => ev,
+            // S has bytes (or EOF): the datapath passed the response on.
+            Ok(None) => return Decision::Relay,
+            Err(_) => {
+                // No response yet. If the arm is still there, nothing was
+                // spliced and the caller times out as usual; otherwise a
+                // decision is on its way.
+                if a.disarm() {
+                    return Decision::Relay;
+                }
+                match tokio::time::timeout(Duration::from_secs(1), a.next()).await {
+                    Ok(Some(ev)) => ev,
+                    _ => return Decision::Broken("splice decision lost".into()),
+                }
+            }
+        };
+        match ev.kind {
+            event::SPLICE => {
+                let status = u16::try_from(ev.reason).unwrap_or(0);
+                rec.status = status;
+                match self.await_done(a, ev.len).await {
+                    Ok(()) => Decision::Spliced {
+                        status,
+                        len: ev.len,
+                    },
+                    Err(why) => Decision::Broken(why),
+                }
+            }
+            event::RELAY => {
+                rec.path_reason = Some(relay::name(ev.reason));
+                Decision::Relay
+            }
+            _ => Decision::Broken(format!("unexpected splice event {}", ev.kind)),
+        }
+    }
+
+    /// Waits until the client acknowledged the whole spliced response;
+    /// gives up after `response_body_idle` without progress.
+    async fn await_done(&self, a: &mut Armed, len: u32) -> Result<(), String> {
+        let idle = self.shared.timeouts.response_body_idle;
+        let mut last = None;
+        loop {
+            match tokio::time::timeout(idle, a.next()).await {
+                Ok(Some(ev)) if ev.kind == event::DONE && ev.len == len => return Ok(()),
+                Ok(Some(ev)) => return Err(format!("unexpected splice event {}", ev.kind)),
+                Ok(None) => return Err("splice events closed".into()),
+                Err(_) => {
+                    let now = self.splice.as_ref().and_then(ClientReg::bytes_spliced);
+                    if now.is_none() || now == last {
+                        return Err("spliced response stalled".into());
+                    }
+                    last = now;
+                }
+            }
+        }
     }
 
     /// Relays the response, and returns the backend connection to its pool
@@ -665,5 +860,14 @@ async fn parse_after(
             Ok(Err(e)) => return Err(HeadFailure::Invalid(format!("backend read: {e}"))),
             Err(_) => return Err(HeadFailure::Timeout),
         }
+    }
+}
+
+/// A relayed response's reason, if the datapath's event already arrived.
+fn note_relay_reason(a: &mut Armed, rec: &mut RequestRecord) {
+    if let Some(ev) = a.try_next()
+        && ev.kind == event::RELAY
+    {
+        rec.path_reason = Some(relay::name(ev.reason));
     }
 }

@@ -44,6 +44,8 @@ pub struct Shared {
     pub upstreams: Arc<Upstreams>,
     pub metrics: Arc<Metrics>,
     pub access_log: AccessLog,
+    /// The splice datapath, when the datapath mode splices.
+    pub splice: Option<Arc<crate::datapath::splice::Splice>>,
 }
 
 /// `[timeouts]` as durations.
@@ -80,6 +82,7 @@ impl Shared {
         upstreams: Arc<Upstreams>,
         metrics: Arc<Metrics>,
         access_log: AccessLog,
+        splice: Option<Arc<crate::datapath::splice::Splice>>,
     ) -> Result<Self, crate::rules::RuleError> {
         let l = &config.limits;
         Ok(Self {
@@ -99,6 +102,7 @@ impl Shared {
             upstreams,
             metrics,
             access_log,
+            splice,
         })
     }
 

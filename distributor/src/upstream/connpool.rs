@@ -53,6 +53,9 @@ pub struct BackendConn {
     pub reused: bool,
     /// Requests this connection carried before the current one.
     pub served: u64,
+    /// Its flow entry in the splice datapath, once it carried a request
+    /// whose response could be spliced.
+    pub splice: Option<crate::datapath::splice::BackendReg>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -157,6 +160,7 @@ impl ConnPool {
             id: NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed),
             reused: false,
             served: 0,
+            splice: None,
             _permit: permit,
         })
     }

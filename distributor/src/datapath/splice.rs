@@ -1,0 +1,320 @@
+//! The control plane's side of the splice datapath: it registers every
+//! client and backend connection in the flow maps, arms a region before a
+//! request is written to its backend connection, and hears the datapath's
+//! decisions and completions on the event ring buffer.
+
+use std::{
+    collections::HashMap as StdHashMap,
+    io,
+    net::{SocketAddr, SocketAddrV4},
+    path::Path,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+};
+
+use aya::maps::{HashMap, Map, MapData, MapError, RingBuf};
+use distributor_common::{
+    flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, flags},
+    splice::http_scan,
+};
+use tokio::{io::unix::AsyncFd, net::TcpStream, sync::mpsc};
+use tracing::{debug, warn};
+
+use super::sockets;
+
+/// Why a request was not armed (its response is relayed); names as in the
+/// request record's `path_reason`.
+pub mod not_armed {
+    /// Not an IPv4 connection.
+    pub const NOT_IPV4: &str = "not-ipv4";
+    /// C still has unsent bytes (a relayed response being written).
+    pub const CLIENT_BUSY: &str = "client-busy";
+    /// The request method is not one we splice (CONNECT).
+    pub const METHOD: &str = "method";
+    /// A socket could not be inspected or a map was full.
+    pub const UNAVAILABLE: &str = "datapath-unavailable";
+}
+
+/// The flow maps and the event dispatch, shared by every worker thread.
+pub struct Splice {
+    flows_c: Mutex<HashMap<MapData, FlowKey, ClientFlow>>,
+    flows_s: Mutex<HashMap<MapData, FlowKey, BackendFlow>>,
+    arms: Mutex<HashMap<MapData, FlowKey, Arm>>,
+    waiters: Mutex<StdHashMap<u64, mpsc::UnboundedSender<Event>>>,
+    next_id: AtomicU64,
+}
+
+fn open<K: aya::Pod, V: aya::Pod>(
+    pin_dir: &Path,
+    name: &str,
+) -> Result<HashMap<MapData, K, V>, MapError> {
+    let data = MapData::from_pin(pin_dir.join(name))?;
+    HashMap::try_from(Map::from_map_data(data)?)
+}
+
+fn key_of(peer: SocketAddr, local: SocketAddr) -> Option<FlowKey> {
+    match (peer, local) {
+        (SocketAddr::V4(p), SocketAddr::V4(l)) => Some(key_v4(p, l)),
+        _ => None,
+    }
+}
+
+fn key_v4(peer: SocketAddrV4, local: SocketAddrV4) -> FlowKey {
+    FlowKey::ingress(
+        u32::from(*peer.ip()).to_be(),
+        u32::from(*local.ip()).to_be(),
+        peer.port().to_be(),
+        local.port().to_be(),
+    )
+}
+
+impl std::fmt::Debug for Splice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Splice").finish_non_exhaustive()
+    }
+}
+
+impl Splice {
+    /// Opens the pinned flow maps of the running datapath and starts the
+    /// event reader on the current tokio runtime.
+    pub fn start(pin_dir: &Path, events: Map) -> anyhow::Result<Arc<Self>> {
+        let splice = Arc::new(Self {
+            flows_c: Mutex::new(open(pin_dir, flow::FLOWS_C)?),
+            flows_s: Mutex::new(open(pin_dir, flow::FLOWS_S)?),
+            arms: Mutex::new(open(pin_dir, flow::ARMS)?),
+            waiters: Mutex::new(StdHashMap::new()),
+            next_id: AtomicU64::new(1),
+        });
+        let ring = RingBuf::try_from(events)?;
+        // SAFETY: the ring buffer owns its map's file descriptor and keeps
+        // it open, unchanged, until it drops together with the AsyncFd.
+        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
+            .map_err(|e| anyhow::anyhow!("polling the splice event ring: {e}"))?;
+        let me = Arc::clone(&splice);
+        tokio::spawn(async move { me.read_events(fd).await });
+        Ok(splice)
+    }
+
+    async fn read_events(&self, mut fd: AsyncFd<RingBuf<MapData>>) {
+        loop {
+            let mut guard = match fd.readable_mut().await {
+                Ok(g) => g,
+                Err(e) => {
+                    warn!("splice event ring: {e}");
+                    return;
+                }
+            };
+            let ring = guard.get_inner_mut();
+            while let Some(item) = ring.next() {
+                if item.len() < size_of::<Event>() {
+                    continue;
+                }
+                // SAFETY: the datapath writes whole `Event`s (plain
+                // integers); read unaligned from the ring's bytes.
+                let ev = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
+                let tx = self.lock_waiters().get(&ev.id).cloned();
+                if let Some(tx) = tx {
+                    let _ = tx.send(ev);
+                } else {
+                    debug!(id = ev.id, kind = ev.kind, "splice event for no waiter");
+                }
+            }
+            guard.clear_ready();
+        }
+    }
+
+    fn lock_waiters(
+        &self,
+    ) -> std::sync::MutexGuard<'_, StdHashMap<u64, mpsc::UnboundedSender<Event>>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Registers a client connection (socket C). The entry goes when the
+    /// returned guard drops.
+    pub fn add_client(self: &Arc<Self>, stream: &TcpStream, conn_id: u64) -> io::Result<ClientReg> {
+        let key = key_of(stream.peer_addr()?, stream.local_addr()?)
+            .ok_or_else(|| io::Error::other(not_armed::NOT_IPV4))?;
+        let info = sockets::info(stream)?;
+        let value = ClientFlow {
+            conn_id,
+            flags: flag_bits(&info),
+            client_wscale: info.snd_wscale,
+            c_wscale: info.rcv_wscale,
+            ts_last_sent: sockets::ts_clock(stream)?,
+            ..ClientFlow::default()
+        };
+        lock(&self.flows_c)
+            .insert(key, value, 0)
+            .map_err(io::Error::other)?;
+        Ok(ClientReg {
+            splice: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// Registers a backend connection (socket S).
+    pub fn add_backend(self: &Arc<Self>, stream: &TcpStream) -> io::Result<BackendReg> {
+        let key = key_of(stream.peer_addr()?, stream.local_addr()?)
+            .ok_or_else(|| io::Error::other(not_armed::NOT_IPV4))?;
+        let info = sockets::info(stream)?;
+        let seqs = sockets::seqs(stream)?;
+        let value = BackendFlow {
+            flags: flag_bits(&info) | flags::LEARNED,
+            s_wscale: info.rcv_wscale,
+            snd_nxt: seqs.write_seq,
+            ts_last_sent: sockets::ts_clock(stream)?,
+            ..BackendFlow::default()
+        };
+        lock(&self.flows_s)
+            .insert(key, value, 0)
+            .map_err(io::Error::other)?;
+        Ok(BackendReg {
+            splice: Arc::clone(self),
+            key,
+        })
+    }
+
+    /// Arms a region for the response to a request about to be written on
+    /// `backend` for the client on `client`. On `Err`, the response is
+    /// relayed for the reason given.
+    pub fn arm(
+        self: &Arc<Self>,
+        client: &TcpStream,
+        client_reg: &ClientReg,
+        backend: &TcpStream,
+        backend_reg: &BackendReg,
+        method: &str,
+    ) -> Result<Armed, &'static str> {
+        let request = match method {
+            "HEAD" => http_scan::REQUEST_HEAD,
+            "CONNECT" => return Err(not_armed::METHOD),
+            _ => http_scan::REQUEST_OTHER,
+        };
+        let c_info = sockets::info(client).map_err(|_| not_armed::UNAVAILABLE)?;
+        if c_info.notsent != 0 {
+            return Err(not_armed::CLIENT_BUSY);
+        }
+        let c = sockets::seqs(client).map_err(|_| not_armed::UNAVAILABLE)?;
+        let s = sockets::seqs(backend).map_err(|_| not_armed::UNAVAILABLE)?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let arm = Arm {
+            id,
+            client: client_reg.key,
+            c0: c.write_seq,
+            s0: s.rcv_nxt,
+            c_ack: c.rcv_nxt,
+            c_window: u16::try_from(c_info.rcv_wnd >> c_info.rcv_wscale).unwrap_or(u16::MAX),
+            request: u8::try_from(request).unwrap_or(0),
+            pad: 0,
+            client_mss: c_info.snd_mss,
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.lock_waiters().insert(id, tx);
+        if lock(&self.arms).insert(backend_reg.key, arm, 0).is_err() {
+            self.lock_waiters().remove(&id);
+            return Err(not_armed::UNAVAILABLE);
+        }
+        Ok(Armed {
+            splice: Arc::clone(self),
+            backend: backend_reg.key,
+            id,
+            events: rx,
+        })
+    }
+}
+
+fn flag_bits(info: &sockets::Info) -> u32 {
+    let mut f = 0;
+    if info.timestamps {
+        f |= flags::TIMESTAMPS;
+    }
+    if info.sack {
+        f |= flags::SACK;
+    }
+    f
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A client connection's flow entry; removed on drop.
+pub struct ClientReg {
+    splice: Arc<Splice>,
+    key: FlowKey,
+}
+
+impl ClientReg {
+    /// Bytes spliced into this connection so far (to see progress).
+    pub fn bytes_spliced(&self) -> Option<u64> {
+        lock(&self.splice.flows_c)
+            .get(&self.key, 0)
+            .ok()
+            .map(|f| f.bytes_spliced)
+    }
+}
+
+impl Drop for ClientReg {
+    fn drop(&mut self) {
+        let _ = lock(&self.splice.flows_c).remove(&self.key);
+    }
+}
+
+/// A backend connection's flow entry; removed on drop.
+pub struct BackendReg {
+    splice: Arc<Splice>,
+    key: FlowKey,
+}
+
+impl Drop for BackendReg {
+    fn drop(&mut self) {
+        let _ = lock(&self.splice.flows_s).remove(&self.key);
+    }
+}
+
+impl std::fmt::Debug for BackendReg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackendReg")
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An armed request: its events arrive here. Dropping it removes the arm
+/// if the datapath has not consumed it (no response segment came).
+pub struct Armed {
+    splice: Arc<Splice>,
+    backend: FlowKey,
+    id: u64,
+    events: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Armed {
+    /// The next event of this request.
+    pub async fn next(&mut self) -> Option<Event> {
+        self.events.recv().await
+    }
+
+    /// Removes the arm if the datapath has not consumed it yet; `true`
+    /// when it was still there (no response segment came).
+    pub fn disarm(&mut self) -> bool {
+        lock(&self.splice.arms).remove(&self.backend).is_ok()
+    }
+
+    /// An event already delivered, without waiting.
+    pub fn try_next(&mut self) -> Option<Event> {
+        self.events.try_recv().ok()
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        // ENOENT when the datapath consumed it: the normal case.
+        let _ = lock(&self.splice.arms).remove(&self.backend);
+        self.splice.lock_waiters().remove(&self.id);
+    }
+}
