@@ -1,14 +1,22 @@
 //! Builds the eBPF object (`distributor-ebpf`) with the pinned nightly and
 //! the project-local bpf-linker, so a plain `cargo build` works once `cargo
 //! xtask bootstrap` (which every xtask command runs first) has installed them.
+//!
+//! The object is embedded from `OUT_DIR` (a hashed folder), and also copied
+//! to the stable path `<target>/bpf/distributor.bpf.o` for the tools and
+//! tests that load it without the binary (`BPF_PROG_TEST_RUN` fixtures,
+//! `bpftool prog load`).
 
 use std::{
-    env,
+    env, fs,
     path::{Path, PathBuf},
     process::Command,
 };
 
 use anyhow::{Context as _, anyhow, bail};
+
+/// The file name of the stable copy, under `<target>/bpf/`.
+const STABLE_OBJECT: &str = "distributor.bpf.o";
 
 const HINT: &str = "run `cargo xtask bootstrap` (installs the pinned nightly and bpf-linker)";
 
@@ -55,7 +63,35 @@ fn main() -> anyhow::Result<()> {
         }],
         aya_build::Toolchain::Custom(&toolchain),
     )
-    .with_context(|| format!("building the eBPF object failed; if tools are missing, {HINT}"))
+    .with_context(|| format!("building the eBPF object failed; if tools are missing, {HINT}"))?;
+    publish_object(workspace)
+}
+
+/// Copies the object aya-build left in `OUT_DIR` (named after the eBPF
+/// crate's binary) to `<target>/bpf/distributor.bpf.o`. The target folder
+/// is `CARGO_TARGET_DIR` when that is an absolute path (a relative one is
+/// relative to wherever cargo was started, which a build script cannot
+/// know), else the workspace's `target/`. The copy goes through a temporary
+/// file and a rename, so a test loading the object while another build
+/// runs never reads half a file.
+fn publish_object(workspace: &Path) -> anyhow::Result<()> {
+    let built = PathBuf::from(env::var("OUT_DIR")?).join("distributor");
+    if !built.is_file() {
+        // AYA_BUILD_SKIP: nothing was built, nothing to publish.
+        return Ok(());
+    }
+    let target = env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .unwrap_or_else(|| workspace.join("target"));
+    let dir = target.join("bpf");
+    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let tmp = dir.join(format!("{STABLE_OBJECT}.{}.tmp", std::process::id()));
+    let dst = dir.join(STABLE_OBJECT);
+    fs::copy(&built, &tmp)
+        .with_context(|| format!("copying {} to {}", built.display(), tmp.display()))?;
+    fs::rename(&tmp, &dst)
+        .with_context(|| format!("renaming {} to {}", tmp.display(), dst.display()))
 }
 
 /// The `channel = "..."` of `distributor-ebpf/rust-toolchain.toml`.

@@ -25,6 +25,7 @@ mod gateway;
 mod netns;
 mod peers;
 mod process;
+pub mod progtest;
 
 use std::{
     net::Ipv4Addr,
