@@ -445,7 +445,7 @@ impl Client<'_> {
                 Ok((head, after_head)) => {
                     rec.t_first_byte_ms = Some(ms(t0.elapsed()));
                     if let Some(a) = armed.as_mut() {
-                        note_relay_reason(a, rec);
+                        note_relay_reason(a, rec).await;
                     }
                     drop(armed);
                     return Exchange::Head {
@@ -863,9 +863,18 @@ async fn parse_after(
     }
 }
 
-/// A relayed response's reason, if the datapath's event already arrived.
-fn note_relay_reason(a: &mut Armed, rec: &mut RequestRecord) {
-    if let Some(ev) = a.try_next()
+/// A relayed response's reason. The datapath reported it before the first
+/// byte reached S, but the event reader may not have handed it over yet:
+/// wait for it briefly.
+async fn note_relay_reason(a: &mut Armed, rec: &mut RequestRecord) {
+    let ev = match a.try_next() {
+        Some(ev) => Some(ev),
+        None => tokio::time::timeout(Duration::from_millis(200), a.next())
+            .await
+            .ok()
+            .flatten(),
+    };
+    if let Some(ev) = ev
         && ev.kind == event::RELAY
     {
         rec.path_reason = Some(relay::name(ev.reason));
