@@ -116,3 +116,108 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
     assert_eq!(splice_counter(&stats, "regions-done"), order.len() as u64);
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
 }
+
+/// (request, expected status, expected body size, expected path, reason)
+type Case<'a> = (Request, u16, Option<usize>, &'a str, Option<&'a str>);
+
+#[test]
+fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
+    let sizes = vec![1024, 65536, 1 << 20, 16 << 20, 64 << 20];
+    let bed = testbed(sizes.clone());
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .expect("start distributor");
+
+    // (request, expected status, expected body size, expected path, reason);
+    // /gz/ responses are gzipped on the fly (chunked) and decoded by curl.
+    let obj = |s: usize| Request::get(bed.vip_url(&format!("/obj/{s}")));
+    let cases: Vec<Case> = vec![
+        (obj(1024), 200, Some(1024), "splice", None),
+        (
+            Request::get(bed.vip_url("/gz/65536")).with(&["--compressed"]),
+            200,
+            Some(65536),
+            "relay",
+            Some("relay-transfer-encoding"),
+        ),
+        (obj(1 << 20), 200, Some(1 << 20), "splice", None),
+        (obj(65536).with(&["-I"]), 200, None, "splice", None),
+        (Request::get(bed.vip_url("/204")), 204, None, "splice", None),
+        (
+            obj(1024).with(&["-H", "If-None-Match: *"]),
+            304,
+            None,
+            "splice",
+            None,
+        ),
+        (obj(16 << 20), 200, Some(16 << 20), "splice", None),
+        (
+            Request::get(bed.vip_url("/gz/1024")).with(&["--compressed"]),
+            200,
+            Some(1024),
+            "relay",
+            Some("relay-transfer-encoding"),
+        ),
+        (obj(64 << 20), 200, Some(64 << 20), "splice", None),
+        (obj(65536), 200, Some(65536), "splice", None),
+    ];
+    let requests: Vec<Request> = cases.iter().map(|c| c.0.clone()).collect();
+    let responses = bed.curl_requests(&requests).expect("curl");
+    assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
+    let req_is_head = |requests: &[Request], r: &Response| {
+        requests
+            .iter()
+            .any(|q| q.url == r.url && q.args.iter().any(|a| a == "-I"))
+    };
+    for (r, (_, status, size, _, _)) in responses.iter().zip(&cases) {
+        assert_eq!(r.status, *status, "{}", r.url);
+        if let Some(size) = size {
+            let backend = bed.backend(r.backend()).expect("known backend");
+            let o = backend.object(*size).expect("object");
+            assert_eq!(r.body.len(), *size, "{}", r.url);
+            assert_eq!(r.sha256(), o.sha256, "{} from {}", r.url, r.backend());
+        } else if req_is_head(&requests, r) {
+            // curl -I writes the head where the body would go: the spliced
+            // head arrived whole, with the object's length.
+            let head = String::from_utf8_lossy(&r.body).to_ascii_lowercase();
+            assert!(head.starts_with("http/1.1 200"), "{head}");
+            assert!(head.contains("content-length: 65536"), "{head}");
+        } else if *status != 200 {
+            assert!(r.body.is_empty(), "{}: no body expected", r.url);
+        }
+    }
+
+    let log = bed.access_log().expect("access log");
+    assert_eq!(log.len(), cases.len(), "{log:#?}");
+    for (rec, (req, _, _, path, reason)) in log.iter().zip(&cases) {
+        assert_eq!(rec["path_taken"], *path, "{}: {rec}", req.url);
+        if let Some(reason) = reason {
+            assert_eq!(rec["path_reason"], *reason, "{}: {rec}", req.url);
+        }
+    }
+    let stats = bed.distributor_stats().expect("stats");
+    let spliced = cases.iter().filter(|c| c.3 == "splice").count() as u64;
+    assert_eq!(splice_counter(&stats, "regions-done"), spliced, "{stats:#}");
+    assert_eq!(
+        stats["splice"]["relay-reasons"]["relay-transfer-encoding"].as_u64(),
+        Some(2),
+        "{stats:#}"
+    );
+    assert!(
+        splice_counter(&stats, "spliced-bytes") > (81 << 20),
+        "{stats:#}"
+    );
+    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    // Every flow entry went away with its connection (curl has exited).
+    let flows = bed
+        .distributor_cli(&[
+            "flows",
+            "--json",
+            "--pin-dir",
+            &bed.pin_dir().display().to_string(),
+        ])
+        .expect("flows");
+    let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
+    assert_eq!(flows["clients"], Value::Array(vec![]), "{flows:#}");
+    assert_eq!(flows["arms"], Value::Array(vec![]), "{flows:#}");
+}
