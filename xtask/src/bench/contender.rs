@@ -29,6 +29,8 @@ pub enum Contender {
     NginxProxy,
     /// distributor with the datapath off: the control plane relays.
     DistributorRelay,
+    /// distributor with the TC datapath: responses spliced in the kernel.
+    DistributorSpliceTc,
 }
 
 /// A started contender.
@@ -41,12 +43,13 @@ pub struct Running {
 
 impl Contender {
     /// The order they alternate in.
-    pub const ALL: [Self; 5] = [
+    pub const ALL: [Self; 6] = [
         Self::Routed,
         Self::Haproxy,
         Self::HaproxySplice,
         Self::NginxProxy,
         Self::DistributorRelay,
+        Self::DistributorSpliceTc,
     ];
 
     pub fn name(self) -> &'static str {
@@ -56,6 +59,7 @@ impl Contender {
             Self::HaproxySplice => "haproxy-splice",
             Self::NginxProxy => "nginx-proxy",
             Self::DistributorRelay => "distributor-relay",
+            Self::DistributorSpliceTc => "distributor-splice-tc",
         }
     }
 
@@ -85,6 +89,12 @@ impl Contender {
             Self::DistributorRelay => {
                 "distributor, datapath off (relay), least-load pools, cookie rule, access log \
                  off, 2 worker threads (one event loop and SO_REUSEPORT listener each)"
+                    .to_owned()
+            }
+            Self::DistributorSpliceTc => {
+                "distributor, datapath tc: responses framed by Content-Length spliced in the \
+                 kernel (NAT + sequence translation on TC hooks), the rest relayed; otherwise \
+                 as distributor-relay"
                     .to_owned()
             }
         }
@@ -128,6 +138,10 @@ impl Contender {
             Self::DistributorRelay => {
                 let config =
                     access_log_off(bed, &bed.proxy_config("off", &bed.two_pools_config()))?;
+                (Some(bed.start_distributor(&config)?), vip)
+            }
+            Self::DistributorSpliceTc => {
+                let config = access_log_off(bed, &bed.proxy_config("tc", &bed.two_pools_config()))?;
                 (Some(bed.start_distributor(&config)?), vip)
             }
         };

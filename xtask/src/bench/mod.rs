@@ -40,7 +40,7 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these contenders (comma-separated): routed, haproxy,
-    /// haproxy-splice, nginx-proxy, distributor-relay.
+    /// haproxy-splice, nginx-proxy, distributor-relay, distributor-splice-tc.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Repetitions per workload (default: 1 quick, 3 full).
