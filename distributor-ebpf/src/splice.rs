@@ -173,6 +173,15 @@ pub struct Opts {
 }
 
 impl Opts {
+    /// The options `load` put in this CPU's scratch slot for the packet
+    /// being handled (a later step of the same packet reuses them).
+    #[inline(always)]
+    fn loaded() -> Result<&'static mut Self, ()> {
+        let o = OPTS.get_ptr_mut(0).ok_or(())?;
+        // SAFETY: as in `load`.
+        Ok(unsafe { &mut *o })
+    }
+
     /// Loads the options of `seg` into this CPU's scratch slot (the
     /// programs' stack is too small to hold them next to everything else).
     #[inline(always)]
@@ -894,7 +903,8 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
 #[inline(never)]
 fn ack_to_backend(p: &Pkt, c: &mut ClientFlow, b: &mut BackendFlow) -> i32 {
     let region = c.region;
-    let Ok(opts) = Opts::load(p.ctx, &p.seg) else {
+    // `client_in` loaded this segment's options and left them unedited.
+    let Ok(opts) = Opts::loaded() else {
         return TC_ACT_SHOT;
     };
     try_ack_to_backend(p.ctx, &p.seg, c, b, opts, region).unwrap_or(TC_ACT_SHOT)

@@ -57,6 +57,13 @@ impl Testbed {
     /// Needs three backends.
     #[must_use]
     pub fn two_pools_config(&self) -> String {
+        self.two_pools_config_with("least-load")
+    }
+
+    /// [`Self::two_pools_config`] with `default_policy` in the default pool
+    /// (`round-robin` makes consecutive requests change backends).
+    #[must_use]
+    pub fn two_pools_config_with(&self, default_policy: &str) -> String {
         let a = |i: usize| format!("{}:{}", self.backends[i].addr, self.backends[i].port);
         format!(
             r#"default_pool = "default"
@@ -68,7 +75,7 @@ servers = [{{ address = "{b1}" }}]
 
 [[pools]]
 name = "default"
-policy = "least-load"
+policy = "{default_policy}"
 servers = [{{ address = "{b2}" }}, {{ address = "{b3}" }}]
 
 [[rules]]
@@ -168,8 +175,17 @@ when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
 
 /// `bpftool map dump pinned PATH` as JSON.
 pub fn bpftool_dump(path: &std::path::Path) -> Result<serde_json::Value> {
-    let out = Command::new("bpftool")
-        .args(["--json", "map", "dump", "pinned"])
+    serde_json::from_slice(&bpftool_dump_raw(path, true)?).context("parsing bpftool output")
+}
+
+/// The output of `bpftool [--json] map dump pinned PATH`.
+pub fn bpftool_dump_raw(path: &std::path::Path, json: bool) -> Result<Vec<u8>> {
+    let mut cmd = Command::new("bpftool");
+    if json {
+        cmd.arg("--json");
+    }
+    let out = cmd
+        .args(["map", "dump", "pinned"])
         .arg(path)
         .output()
         .context("running bpftool")?;
@@ -179,7 +195,7 @@ pub fn bpftool_dump(path: &std::path::Path) -> Result<serde_json::Value> {
         path.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).context("parsing bpftool output")
+    Ok(out.stdout)
 }
 
 /// The kernel id of the map pinned at `path`.

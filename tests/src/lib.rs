@@ -39,7 +39,7 @@ pub use crate::{
     backend::{Backend, Object},
     client::{Request, Response},
     gateway::ADMIN_PORT,
-    gateway::{bpftool_dump, distributor_bin, pinned_map_id, programs_using_map},
+    gateway::{bpftool_dump, bpftool_dump_raw, distributor_bin, pinned_map_id, programs_using_map},
     netns::Netns,
     peers::{HaproxyOptions, PeerPools},
     process::Daemon,

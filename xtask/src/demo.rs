@@ -9,7 +9,6 @@ use std::{
     collections::BTreeMap,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, TcpStream},
-    process::Command,
     time::Duration,
 };
 
@@ -59,7 +58,8 @@ pub fn run(keep: bool) -> Result<()> {
     })?;
     let pin_dir = bed.pin_dir();
     let pin = pin_dir.to_string_lossy().into_owned();
-    let config = bed.proxy_config("tc", &pools_and_rules(&bed));
+    // Round robin in the default pool: consecutive requests change backends.
+    let config = bed.proxy_config("tc", &bed.two_pools_config_with("round-robin"));
     let config_path = bed.write_file("demo.toml", &config)?;
     println!("configuration ({}):\n", config_path.display());
     print!("{config}");
@@ -150,40 +150,6 @@ pub fn run(keep: bool) -> Result<()> {
     daemon.stop();
     drop(bed);
     Ok(())
-}
-
-/// The demo's pools and rules: b1 is the high-priority pool (cookie
-/// `tier=gold` or a user id `vip-*` in `X-User`); b2 and b3 take everything
-/// else in turn (round robin), so consecutive requests change backends.
-fn pools_and_rules(bed: &Testbed) -> String {
-    let a = |i: usize| format!("{}:{}", bed.backends[i].addr, bed.backends[i].port);
-    format!(
-        r#"default_pool = "default"
-
-[[pools]]
-name = "priority"
-policy = "least-load"
-servers = [{{ address = "{b1}" }}]
-
-[[pools]]
-name = "default"
-policy = "round-robin"
-servers = [{{ address = "{b2}" }}, {{ address = "{b3}" }}]
-
-[[rules]]
-name = "gold-cookie"
-pool = "priority"
-when = {{ cookie = {{ name = "tier", equals = "gold" }} }}
-
-[[rules]]
-name = "vip-user"
-pool = "priority"
-when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
-"#,
-        b1 = a(0),
-        b2 = a(1),
-        b3 = a(2)
-    )
 }
 
 fn print_header() {
@@ -386,17 +352,7 @@ impl HeldConnection {
 /// (with BTF: field names and values), and every entry's key decoded (the
 /// datapath keeps addresses and ports in network byte order).
 fn print_bpftool_dump(path: &std::path::Path) -> Result<()> {
-    let out = Command::new("bpftool")
-        .args(["map", "dump", "pinned"])
-        .arg(path)
-        .output()
-        .context("running bpftool")?;
-    anyhow::ensure!(
-        out.status.success(),
-        "bpftool map dump pinned {} failed: {}",
-        path.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let plain = distributor_tests::bpftool_dump_raw(path, false)?;
     let dump = distributor_tests::bpftool_dump(path)?;
     let entries = dump.as_array().map_or(&[][..], Vec::as_slice);
     println!("\n$ bpftool map dump pinned {}", path.display());
@@ -415,7 +371,7 @@ fn print_bpftool_dump(path: &std::path::Path) -> Result<()> {
             .join(", ")
     );
     // An entry starts with a line `[{` or `},{`: keep the first one.
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&plain);
     for line in text.lines() {
         if line.trim_start().starts_with("},{") {
             println!("  }},{{ ... {} more", entries.len().saturating_sub(1));

@@ -343,52 +343,21 @@ fn write_with_delta(buf: &mut [u8; MAX_LEN], at: usize, bytes: &[u8]) -> Option<
         14 => write_at::<14>(buf, bytes),
         16 => write_at::<16>(buf, bytes),
         #[cfg(not(target_arch = "bpf"))]
-        _ => write_general(buf, at, bytes),
+        _ => write_bytes(buf, at, bytes),
         #[cfg(target_arch = "bpf")]
         _ => None,
     }
 }
 
+/// [`write_bytes`] at a constant offset: inlined, every offset below is a
+/// constant for the verifier.
 #[inline(always)]
 fn write_at<const AT: usize>(buf: &mut [u8; MAX_LEN], bytes: &[u8]) -> Option<Delta> {
-    let at = AT;
-    let end = at.checked_add(bytes.len())?;
-    if end > MAX_LEN {
-        return None;
-    }
-    let before = *buf;
-    // Byte by byte, the source at loop-constant positions: a
-    // `copy_from_slice` at the variable offset `at` becomes a memcpy loop
-    // whose bounds the verifier cannot tie to the check above.
-    // The loop runs a constant number of times and stores conditionally,
-    // so LLVM does not turn it into a memcpy of a variable length.
-    for j in 0..MAX_LEN {
-        if j < bytes.len()
-            && let (Some(dst), Some(&src)) = (buf.get_mut(at + j), bytes.get(j))
-        {
-            *dst = src;
-        }
-    }
-    // Every aligned word overlapping [at, end). The word positions are
-    // loop constants, not computed from `at`: once the loop is unrolled
-    // every read has a constant stack offset. (A variable index into the
-    // stack copy made LLVM reuse a pointer whose bounds the verifier had
-    // not narrowed: "invalid variable-offset read from stack".)
-    let mut delta = Delta::new();
-    for w in 0..MAX_LEN / 2 {
-        let i = 2 * w;
-        if i >= end || i + 2 <= at {
-            continue;
-        }
-        if let (Some(old), Some(new)) = (be16(&before, i), be16(buf, i)) {
-            delta = delta.replace16(old, new);
-        }
-    }
-    Some(delta)
+    write_bytes(buf, AT, bytes)
 }
 
-#[cfg(not(target_arch = "bpf"))]
-fn write_general(buf: &mut [u8; MAX_LEN], at: usize, bytes: &[u8]) -> Option<Delta> {
+#[inline(always)]
+fn write_bytes(buf: &mut [u8; MAX_LEN], at: usize, bytes: &[u8]) -> Option<Delta> {
     let end = at.checked_add(bytes.len())?;
     if end > MAX_LEN {
         return None;

@@ -50,8 +50,7 @@ fn open<K: aya::Pod, V: aya::Pod>(
     pin_dir: &Path,
     name: &str,
 ) -> Result<HashMap<MapData, K, V>, MapError> {
-    let data = MapData::from_pin(pin_dir.join(name))?;
-    HashMap::try_from(Map::from_map_data(data)?)
+    HashMap::try_from(super::stats::map_from_pin(&pin_dir.join(name))?)
 }
 
 fn key_of(peer: SocketAddr, local: SocketAddr) -> Option<FlowKey> {

@@ -149,7 +149,7 @@ fn open_optional(pin_dir: &Path, name: &str) -> Result<Option<Map>, StatsError> 
     }
 }
 
-fn map_from_pin(path: &Path) -> Result<Map, MapError> {
+pub(super) fn map_from_pin(path: &Path) -> Result<Map, MapError> {
     Map::from_map_data(MapData::from_pin(path)?)
 }
 
