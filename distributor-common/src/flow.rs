@@ -44,6 +44,16 @@ pub const EVENTS_BYTES: u32 = 1 << 20;
 /// not translate it a second time.
 pub const SPLICED_MARK: u32 = 0x5d15_7e11;
 
+/// `skb->mark` of a copy of a spliced backend segment sent back into the
+/// gateway's ingress: it becomes a pure ACK for socket S (the backend
+/// acknowledged S's request on the response data S never sees).
+pub const ACK_TO_S_MARK: u32 = 0x5d15_7e12;
+
+/// `skb->mark` of a copy of a client segment sent back into the gateway's
+/// ingress: it becomes a pure ACK for the backend (the client acknowledged
+/// region bytes on a segment for socket C, e.g. its next request).
+pub const ACK_TO_BACKEND_MARK: u32 = 0x5d15_7e13;
+
 /// A TCP connection as seen on the gateway's *ingress*: `saddr:sport` is the
 /// peer (client or backend), `daddr:dport` the gateway's own address (the
 /// virtual IP, or the gateway's backend-side address). Network byte order.
@@ -114,6 +124,8 @@ pub mod flags {
     pub const LEARNED: u32 = 4;
     /// Datapath-set: the peer's timestamp (`ts_recent`) is known.
     pub const TS_RECENT: u32 = 8;
+    /// Datapath-set: [`super::BackendFlow::s_acked`] is valid.
+    pub const S_ACKED: u32 = 16;
 }
 
 /// One client connection (socket C). Key: [`FlowKey`] client -> VIP.
@@ -189,7 +201,10 @@ pub struct BackendFlow {
     /// S's own window scale (how the backend reads S's window field).
     pub s_wscale: u8,
     /// Explicit padding.
-    pub pad: [u8; 7],
+    pub pad: [u8; 3],
+    /// The highest acknowledgement of S's bytes the backend sent that S
+    /// has been given (valid with [`flags::S_ACKED`]).
+    pub s_acked: u32,
 }
 const _: () = assert!(size_of::<BackendFlow>() == 80);
 
@@ -271,8 +286,14 @@ pub mod counter {
     pub const EVENTS_LOST: u32 = 8;
     /// Decisions and completions whose peer flow was missing.
     pub const NO_PEER: u32 = 9;
+    /// Pure ACKs made for S from spliced backend segments whose
+    /// acknowledgement S had not seen.
+    pub const ACKS_TO_S: u32 = 10;
+    /// Pure ACKs made for a backend from client segments to C that
+    /// acknowledged region bytes (piggybacked ACKs).
+    pub const PIGGYBACKED_ACKS: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 10;
+    pub const COUNT: u32 = 12;
     /// Index of the first relay-reason counter: relay reason `r` (a
     /// `splice::relay` constant) counts at `RELAY_BASE + r`.
     pub const RELAY_BASE: u32 = COUNT;
@@ -293,6 +314,8 @@ pub mod counter {
             DROPPED => "region-segments-dropped",
             EVENTS_LOST => "events-lost",
             NO_PEER => "no-peer-flow",
+            ACKS_TO_S => "acks-to-socket-s",
+            PIGGYBACKED_ACKS => "piggybacked-acks-to-backend",
             _ => "unknown",
         }
     }

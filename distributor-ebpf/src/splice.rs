@@ -9,6 +9,13 @@
 //!   backend's connection and redirected to the backend
 //!   ([`ack_to_backend`]); the one that covers the whole region completes
 //!   it ([`complete`]);
+//! - an acknowledgement the splice would swallow (the backend's ACK of
+//!   S's request riding on spliced response data; the client's ACK of
+//!   region bytes riding on its next request to C): a copy of the segment
+//!   goes back into this interface's ingress, marked, and there becomes a
+//!   pure ACK for S ([`ack_copy_to_s`]) or for the backend
+//!   ([`ack_copy_to_backend`]). Without it the sender waits for a
+//!   retransmission timeout;
 //! - anything else of a known connection goes to its socket with the
 //!   numbers the socket expects (spliced bytes removed).
 //!
@@ -30,25 +37,30 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    bindings::{__sk_buff, BPF_F_PSEUDO_HDR, TC_ACT_OK, TC_ACT_SHOT, bpf_fib_lookup},
+    bindings::{
+        __sk_buff, BPF_F_INGRESS, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_OK, TC_ACT_SHOT,
+        bpf_fib_lookup,
+    },
     btf_maps::PerCpuArray,
     helpers::generated::{
-        bpf_fib_lookup, bpf_loop, bpf_redirect_neigh, bpf_skb_load_bytes, bpf_skb_store_bytes,
+        bpf_fib_lookup, bpf_loop, bpf_redirect_neigh, bpf_skb_change_tail, bpf_skb_load_bytes,
+        bpf_skb_store_bytes,
     },
     macros::btf_map,
     programs::TcContext,
 };
 use distributor_common::{
     flow::{
-        Arm, BackendFlow, ClientFlow, FlowKey, SPLICED_MARK, counter, event, flags as fl, state,
+        ACK_TO_BACKEND_MARK, ACK_TO_S_MARK, Arm, BackendFlow, ClientFlow, FlowKey, SPLICED_MARK,
+        counter, event, flags as fl, state,
     },
     splice::{
-        csum::Delta,
+        csum::{self, Delta},
         http_scan::{HeadScanner, SCAN_MAX, Verdict},
         options::{self, Layout, MAX_LEN},
         relay,
         sack::{self, SackBlocks},
-        seq::{Clip, Region, seq_max},
+        seq::{Clip, Region, seq_gt, seq_max},
         timestamps::{TsMap, ts_lt, ts_max},
         window,
     },
@@ -73,6 +85,8 @@ const TCP_OPTS: usize = TCP_OFF + 20;
 const TH_FIN: u8 = 0x01;
 const TH_SYN: u8 = 0x02;
 const TH_RST: u8 = 0x04;
+const TH_PSH: u8 = 0x08;
+const TH_ACK: u8 = 0x10;
 
 /// The fields of an IPv4/TCP segment the datapath reads.
 #[derive(Clone, Copy)]
@@ -186,11 +200,16 @@ impl Opts {
     /// programs' stack is too small to hold them next to everything else).
     #[inline(always)]
     fn load(ctx: &TcContext, seg: &Seg) -> Result<&'static mut Self, ()> {
+        Self::load_len(ctx, seg.olen)
+    }
+
+    /// [`Opts::load`] of `len` option bytes.
+    #[inline(always)]
+    fn load_len(ctx: &TcContext, len: usize) -> Result<&'static mut Self, ()> {
         let o = OPTS.get_ptr_mut(0).ok_or(())?;
         // SAFETY: this CPU's slot; one program runs per CPU at a time and
         // uses one `Opts` per packet.
         let o = unsafe { &mut *o };
-        let len = seg.olen;
         o.buf = [0_u8; MAX_LEN];
         if len > 0 && len <= MAX_LEN {
             // SAFETY: `buf` is MAX_LEN bytes and `len <= MAX_LEN`.
@@ -435,11 +454,21 @@ fn mark(ctx: &TcContext) -> u32 {
 /// TC ingress: a segment arriving at the gateway.
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
+    // The mark is read again below rather than kept: the stack of this
+    // frame is part of every call chain's.
+    if is_copy(mark(ctx)) && strip_to_ack(ctx) != 0 {
+        return Ok(TC_ACT_SHOT);
+    }
     let p = Pkt {
         ctx,
         seg: parse(ctx)?,
     };
     let key = FlowKey::ingress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
+    let copy = mark(ctx);
+    if is_copy(copy) {
+        ctx.set_mark(0);
+        return Ok(ack_copy(&p, &key, copy));
+    }
     // The work is split so that no call chain is deep: the verifier caps
     // the stack of a whole chain at 512 bytes.
     if let Some(b) = FLOWS_S.get_ptr_mut(key) {
@@ -466,7 +495,7 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
         return Ok(match next >> 32 {
             NEXT_ACK_TO_BACKEND => match FLOWS_S.get_ptr_mut(c.backend) {
                 // SAFETY: a map value, alive while we run.
-                Some(b) => ack_to_backend(&p, c, unsafe { &mut *b }),
+                Some(b) => ack_to_backend(&p, c, unsafe { &mut *b }, false),
                 None => TC_ACT_SHOT,
             },
             _ => action(next),
@@ -572,9 +601,17 @@ fn try_backend_in(
 fn to_socket_s(
     ctx: &TcContext,
     seg: &Seg,
-    b: &BackendFlow,
+    b: &mut BackendFlow,
     region: Option<Region>,
 ) -> Result<i32, ()> {
+    if seg.flags & TH_ACK != 0 {
+        b.s_acked = if b.flags & fl::S_ACKED == 0 {
+            seg.ack
+        } else {
+            seq_max(b.s_acked, seg.ack)
+        };
+        b.flags |= fl::S_ACKED;
+    }
     let mut seq = seg.seq;
     if let Some(r) = region {
         seq = r.collapse_backend(seq);
@@ -795,6 +832,13 @@ fn try_splice_out(
     c: &mut ClientFlow,
     client_seq: u32,
 ) -> Result<i32, ()> {
+    if seg.flags & TH_ACK != 0 && (b.flags & fl::S_ACKED == 0 || seq_gt(seg.ack, b.s_acked)) {
+        // The backend acknowledges S's bytes (its request) on data S will
+        // never see: S gets a pure ACK made from a copy.
+        b.s_acked = seg.ack;
+        b.flags |= fl::S_ACKED;
+        copy_to_ingress(ctx, ACK_TO_S_MARK);
+    }
     let opts = Opts::load(ctx, seg)?;
     opts.clear_unknown();
     if let Some(ts) = opts.parsed.timestamps() {
@@ -853,11 +897,24 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
     }
     if c.state == state::SPLICING {
         let region = c.region;
-        if seg.is_pure_ack() && region.to_backend_ack(seg.ack).is_some() {
+        let to_backend = region.to_backend_ack(seg.ack);
+        if seg.is_pure_ack() && to_backend.is_some() {
             if FLOWS_S.get_ptr(c.backend).is_some() {
                 return Ok(NEXT_ACK_TO_BACKEND << 32);
             }
             flows::add(counter::NO_PEER, 1);
+        }
+        if let Some(ack) = to_backend
+            && seg.flags & (TH_SYN | TH_RST) == 0
+            && seg.flags & TH_ACK != 0
+            && let Some(b) = FLOWS_S.get_ptr(c.backend)
+            // SAFETY: a map value, alive while we run.
+            && seq_gt(ack, unsafe { (*b).acked_end })
+        {
+            // Region bytes acknowledged on a segment for C (the next
+            // request, a FIN): the backend gets a pure ACK made from a
+            // copy, taken before this segment is rewritten for C.
+            copy_to_ingress(ctx, ACK_TO_BACKEND_MARK);
         }
         let done = region.is_acked(seg.ack);
         let ack = c.shift.c_ingress_ack(region.collapse_client(seg.ack));
@@ -873,8 +930,7 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
         flows::add(counter::TRANSLATED, 1);
         if done {
             // The client acknowledged the whole region with a segment for
-            // C (its next request): the backend learns the final ACK from
-            // S once its retransmission reaches S's socket.
+            // C (its next request); the copy above tells the backend.
             if let Some(b) = FLOWS_S.get_ptr_mut(c.backend) {
                 // SAFETY: a map value, alive while we run.
                 complete(c, unsafe { &mut *b });
@@ -901,10 +957,16 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
 /// A client ACK of region bytes: rewritten into the backend's connection
 /// and sent to the backend.
 #[inline(never)]
-fn ack_to_backend(p: &Pkt, c: &mut ClientFlow, b: &mut BackendFlow) -> i32 {
+fn ack_to_backend(p: &Pkt, c: &mut ClientFlow, b: &mut BackendFlow, load: bool) -> i32 {
     let region = c.region;
-    // `client_in` loaded this segment's options and left them unedited.
-    let Ok(opts) = Opts::loaded() else {
+    // Unless `load`, `client_in` loaded this segment's options and left
+    // them unedited.
+    let opts = if load {
+        Opts::load(p.ctx, &p.seg)
+    } else {
+        Opts::loaded()
+    };
+    let Ok(opts) = opts else {
         return TC_ACT_SHOT;
     };
     try_ack_to_backend(p.ctx, &p.seg, c, b, opts, region).unwrap_or(TC_ACT_SHOT)
@@ -1046,4 +1108,159 @@ fn try_backend_out(ctx: &TcContext, seg: &Seg, b: &mut BackendFlow) -> Result<i3
     opts.store(ctx, &mut rw.l4)?;
     rw.finish(ctx)?;
     Ok(TC_ACT_OK)
+}
+
+// ---- acknowledgements the splice would swallow ---------------------------
+
+/// Sends a copy of the segment, as it is now, back into this interface's
+/// ingress marked `mark`; the original is unchanged. Best effort: without
+/// the copy the peer recovers by retransmission.
+#[inline(always)]
+fn copy_to_ingress(ctx: &TcContext, copy_mark: u32) {
+    let own = mark(ctx);
+    ctx.set_mark(copy_mark);
+    let _ = ctx.clone_redirect(ifindex(ctx), u64::from(BPF_F_INGRESS));
+    ctx.set_mark(own);
+}
+
+const fn is_copy(mark: u32) -> bool {
+    mark == ACK_TO_S_MARK || mark == ACK_TO_BACKEND_MARK
+}
+
+/// A marked copy (see [`copy_to_ingress`]) arriving at ingress, already
+/// cut to a pure ACK ([`strip_to_ack`]): given to S or sent to the
+/// backend.
+#[inline(always)]
+fn ack_copy(p: &Pkt, key: &FlowKey, copy: u32) -> i32 {
+    if copy == ACK_TO_S_MARK {
+        return match FLOWS_S.get_ptr(*key) {
+            // SAFETY: a map value, alive while we run.
+            Some(b) => ack_copy_to_s(p, unsafe { &*b }),
+            None => TC_ACT_SHOT,
+        };
+    }
+    // The client acknowledged region bytes on a segment for C. The region
+    // may have completed meanwhile: its numbers stay in the flows until
+    // the next one.
+    let Some(c) = FLOWS_C.get_ptr_mut(*key) else {
+        return TC_ACT_SHOT;
+    };
+    // SAFETY: as above.
+    let c = unsafe { &mut *c };
+    if c.region.to_backend_ack(p.seg.ack).is_none() {
+        return TC_ACT_SHOT;
+    }
+    let Some(b) = FLOWS_S.get_ptr_mut(c.backend) else {
+        return TC_ACT_SHOT;
+    };
+    flows::add(counter::PIGGYBACKED_ACKS, 1);
+    // SAFETY: as above.
+    ack_to_backend(p, c, unsafe { &mut *b }, true)
+}
+
+/// The pure ACK for S at S's `rcv_nxt`: the region's start while it
+/// splices, its end once it has completed (both without spliced bytes).
+#[inline(never)]
+fn ack_copy_to_s(p: &Pkt, b: &BackendFlow) -> i32 {
+    let at = if b.state == state::SPLICING {
+        b.region.s0
+    } else {
+        b.region.s_end()
+    };
+    let mut rw = Rewrite::new();
+    if rw
+        .u32(p.ctx, TCP_SEQ, p.seg.seq, b.shift.s_ingress_seq(at))
+        .and_then(|()| rw.finish(p.ctx))
+        .is_err()
+    {
+        return TC_ACT_SHOT;
+    }
+    flows::add(counter::ACKS_TO_S, 1);
+    TC_ACT_OK
+}
+
+/// Cuts a copied data segment down to its headers: IP length, flags (ACK
+/// only: FIN and PSH belonged to the payload) and checksums follow. 0 on
+/// success; the checksum is [`full_checksum`]'s.
+#[inline(never)]
+fn strip_to_ack(ctx: &TcContext) -> i64 {
+    match try_strip_to_ack(ctx) {
+        Ok(()) => 0,
+        Err(()) => -1,
+    }
+}
+
+#[inline(always)]
+fn try_strip_to_ack(ctx: &TcContext) -> Result<(), ()> {
+    let seg = parse(ctx)?;
+    if seg.flags & TH_ACK == 0 || seg.flags & (TH_SYN | TH_RST) != 0 {
+        return Err(());
+    }
+    let tcp_len = 20 + seg.olen as u32;
+    let old_tcp_len = tcp_len + seg.payload_len;
+    // A BIG TCP super-packet (IP length 0) is not cut.
+    if old_tcp_len + 20 > 0xFFFF {
+        return Err(());
+    }
+    // SAFETY: the context the kernel handed to the program.
+    if unsafe { bpf_skb_change_tail(ctx.skb.skb, (TCP_OPTS + seg.olen) as u32, 0) } != 0 {
+        return Err(());
+    }
+    let old_tot = ((20 + old_tcp_len) as u16).to_be();
+    let new_tot = ((20 + tcp_len) as u16).to_be();
+    ctx.store(IP_OFF + 2, &new_tot, 0).map_err(|_| ())?;
+    ctx.l3_csum_replace(IP_CHECK, u64::from(old_tot), u64::from(new_tot), 2)
+        .map_err(|_| ())?;
+    // The TCP length in the pseudo-header: all a `CHECKSUM_PARTIAL` sum
+    // covers (the device adds the header itself on the way out).
+    ctx.l4_csum_replace(
+        TCP_CHECK,
+        u64::from((old_tcp_len as u16).to_be()),
+        u64::from((tcp_len as u16).to_be()),
+        u64::from(BPF_F_PSEUDO_HDR) | 2,
+    )
+    .map_err(|_| ())?;
+    let word = u16::from_be_bytes([seg.doff_byte, seg.flags]);
+    let mut rw = Rewrite::new();
+    rw.u16(ctx, TCP_OFF + 12, word, word & !u16::from(TH_FIN | TH_PSH))?;
+    rw.finish(ctx)?;
+    try_full_checksum(ctx, &parse(ctx)?)
+}
+
+/// A full checksum no longer holds once the payload is gone: it is
+/// computed afresh over the headers. Whether the field holds a full sum at
+/// all shows when it is replaced through `l4_csum_replace` in its
+/// non-pseudo-header mode, which leaves a `CHECKSUM_PARTIAL` field (a
+/// pseudo-header sum, already right) alone.
+#[inline(always)]
+fn try_full_checksum(ctx: &TcContext, seg: &Seg) -> Result<(), ()> {
+    let header: [u8; 20] = ctx.load(TCP_OFF).map_err(|_| ())?;
+    // Opaque to the compiler: with `parse` inlined in this function it
+    // folds the options-length bounds check into one on the header length,
+    // which the verifier cannot connect to the length passed to the load.
+    let opts = Opts::load_len(ctx, core::hint::black_box(seg.olen))?;
+    let want = csum::header_only_tcp(
+        seg.saddr.to_ne_bytes(),
+        seg.daddr.to_ne_bytes(),
+        &header,
+        &opts.buf,
+        seg.olen as u16,
+    )
+    .to_be();
+    let before: u16 = ctx.load(TCP_CHECK).map_err(|_| ())?;
+    if before == want {
+        return Ok(());
+    }
+    // `~(~before + ~old + new)` with `old = ~before`, `new = ~want`: `want`.
+    ctx.l4_csum_replace(TCP_CHECK, u64::from(!before), u64::from(!want), 2)
+        .map_err(|_| ())?;
+    let after: u16 = ctx.load(TCP_CHECK).map_err(|_| ())?;
+    if after == before {
+        return Ok(());
+    }
+    // Written again through the store helper, so that a
+    // `CHECKSUM_COMPLETE` skb's sum follows the field.
+    ctx.store(TCP_CHECK, &before, 0).map_err(|_| ())?;
+    ctx.store(TCP_CHECK, &want, u64::from(BPF_F_RECOMPUTE_CSUM))
+        .map_err(|_| ())
 }

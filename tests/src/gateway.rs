@@ -108,6 +108,21 @@ when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
             .collect()
     }
 
+    /// The access log once it holds at least `n` records (a record is
+    /// written when its exchange ends, which for a spliced response is the
+    /// client's last ACK: it may trail the client by a moment). Waits at
+    /// most 5 s, then returns what there is.
+    pub fn access_log_at_least(&self, n: usize) -> Result<Vec<serde_json::Value>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let log = self.access_log()?;
+            if log.len() >= n || std::time::Instant::now() >= deadline {
+                return Ok(log);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
     /// `GET /metrics` from the admin endpoint.
     pub fn metrics(&self) -> Result<String> {
         self.gateway.run(

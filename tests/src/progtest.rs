@@ -404,8 +404,20 @@ impl Datapath {
 
     /// Loads the object and its two TC programs. Panics with what to do
     /// when the object is missing or the kernel refuses it.
+    ///
+    /// The calling thread first moves into a network namespace of its own:
+    /// a program run may send a copy of its packet into the device's
+    /// ingress (`bpf_clone_redirect`), and that device must be this
+    /// namespace's loopback (down: the copy is dropped), never the host's.
     #[must_use]
     pub fn load() -> Self {
+        // SAFETY: affects only the calling thread's namespaces.
+        let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
+        assert!(
+            r == 0,
+            "unshare(CLONE_NEWNET): {}",
+            std::io::Error::last_os_error()
+        );
         let path = Self::object_path();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
@@ -532,7 +544,8 @@ impl Datapath {
 
     /// Runs `hook`'s program once on `frame` with `skb->mark = mark`
     /// (`BPF_PROG_TEST_RUN`; the skb is linear and `CHECKSUM_NONE`, its
-    /// device the namespace's loopback, so `skb->ifindex` is 1).
+    /// device the loopback of the namespace [`Datapath::load`] made, so
+    /// `skb->ifindex` is 1). Call it from the thread that loaded.
     #[must_use]
     pub fn run(&self, hook: Hook, frame: &[u8], mark: u32) -> Outcome {
         let name = hook.program();

@@ -16,7 +16,10 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use distributor_common::{
-    flow::{Arm, BackendFlow, ClientFlow, Event, FlowKey, SPLICED_MARK, event, flags as fl, state},
+    flow::{
+        ACK_TO_BACKEND_MARK, ACK_TO_S_MARK, Arm, BackendFlow, ClientFlow, Event, FlowKey,
+        SPLICED_MARK, event, flags as fl, state,
+    },
     splice::{
         relay,
         seq::{Region, Shift},
@@ -126,9 +129,12 @@ fn splicing_backend(region: Region) -> BackendFlow {
         snd_nxt: S_SND_NXT,
         ts_last_sent: S_TS,
         ifindex: 3,
-        flags: fl::TIMESTAMPS | fl::SACK | fl::LEARNED,
+        flags: fl::TIMESTAMPS | fl::SACK | fl::LEARNED | fl::S_ACKED,
         s_wscale: 9,
-        pad: [0; 7],
+        pad: [0; 3],
+        // S's request is acknowledged: the backend's segments in the rows
+        // carry `ack = S_SND_NXT`.
+        s_acked: S_SND_NXT,
     }
 }
 
@@ -564,6 +570,196 @@ fn client_ack_to_backend() {
         },
     ];
     run_table(&mut dp, "ack-to-backend", &rows);
+}
+
+/// Acknowledgements the splice would swallow. A spliced backend segment
+/// whose ACK S has not seen, and a client segment for C that acknowledges
+/// region bytes, are copied back into ingress (marked); the marked copy is
+/// cut to a pure ACK (payload, PSH and FIN gone, IP length and full
+/// checksums right) and goes to S at its `rcv_nxt`, or into the backend's
+/// connection as a translated client ACK.
+#[test]
+fn ack_copies() {
+    let mut dp = datapath();
+    let payload = body(64);
+    let request = b"GET /next HTTP/1.1\r\nHost: example\r\n\r\n";
+    let c = splicing_client(R1);
+    let b = splicing_backend(R1);
+    // S has had 4096 bytes of earlier regions spliced past it.
+    let bs = BackendFlow {
+        shift: Shift { spliced: 4096 },
+        ..b
+    };
+    // The region has completed since the copy was made: its numbers stay.
+    let bs_done = BackendFlow {
+        state: state::IDLE,
+        shift: Shift {
+            spliced: 4096 + 10_000,
+        },
+        ..b
+    };
+    let c_done = ClientFlow {
+        state: state::IDLE,
+        shift: Shift { spliced: 10_000 },
+        sent_end: R1.c0 + R1.len,
+        regions_done: 4,
+        ..c
+    };
+    let b_done = BackendFlow {
+        state: state::IDLE,
+        shift: Shift { spliced: 10_000 },
+        ..b
+    };
+    let copy_of_backend_segment = Segment::new(BACKEND, GATEWAY)
+        .seq(1_002_896)
+        .ack(S_SND_NXT + 38)
+        .flags(tcp_flags::ACK | tcp_flags::PSH)
+        .window(0x0800)
+        .options(opt::ts(200_150, S_TS))
+        .payload(&payload);
+    let ack_for_s = Segment::new(BACKEND, GATEWAY)
+        // s0 - 4096
+        .seq(995_904)
+        .ack(S_SND_NXT + 38)
+        .window(0x0800)
+        .options(opt::ts(200_150, S_TS));
+    let rows = [
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 0,
+                    ..b
+                },
+            )],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    sent_end: 5_002_960,
+                    ts_last_sent: 500_150,
+                    bytes_spliced: 2960,
+                    ..c
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 64,
+                    ifindex: TEST_IFINDEX,
+                    s_acked: S_SND_NXT + 38,
+                    ..b
+                },
+            )],
+            ..row(
+                "spliced segment acknowledging 38 more of S's bytes: spliced as ever, \
+                 s_acked follows (its copy goes to ingress)",
+                Hook::Ingress,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(1_002_896)
+                    .ack(S_SND_NXT + 38)
+                    .window(0x0800)
+                    .options(opt::ts(200_150, S_TS))
+                    .payload(&payload),
+                TC_ACT_REDIRECT,
+                Segment::new(VIP, CLIENT)
+                    .seq(5_002_896)
+                    .ack(C_ACK)
+                    .window(C_WINDOW)
+                    .options(opt::ts(500_150, TS_RECENT))
+                    .payload(&payload),
+                (0x871e, 0xc68c),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(bkey(), bs)],
+            clients_after: vec![(ckey(), c)],
+            backends_after: vec![(bkey(), bs)],
+            mark: ACK_TO_S_MARK,
+            ..row(
+                "its copy, region splicing: a pure ACK for S at s0 - 4096 (S's rcv_nxt)",
+                Hook::Ingress,
+                copy_of_backend_segment.clone(),
+                TC_ACT_OK,
+                ack_for_s.clone(),
+                (0x698a, 0xa842),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(bkey(), bs_done)],
+            clients_after: vec![(ckey(), c)],
+            backends_after: vec![(bkey(), bs_done)],
+            mark: ACK_TO_S_MARK,
+            ..row(
+                "its copy, region completed meanwhile: s_end - 14_096, the same rcv_nxt",
+                Hook::Ingress,
+                copy_of_backend_segment,
+                TC_ACT_OK,
+                ack_for_s,
+                (0x698a, 0xa842),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c_done)],
+            backends: vec![(bkey(), b_done)],
+            clients_after: vec![(ckey(), c_done)],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    acked_end: 1_010_000,
+                    ..b_done
+                },
+            )],
+            mark: ACK_TO_BACKEND_MARK,
+            ..row(
+                "copy of the client's next request + FIN acknowledging c0 + len (the \
+                 region completed on the original): a pure ACK of s0 + len for the backend",
+                Hook::Ingress,
+                Segment::new(CLIENT, VIP)
+                    .seq(0x0123_4567)
+                    .ack(5_010_000)
+                    .flags(tcp_flags::ACK | tcp_flags::PSH | tcp_flags::FIN)
+                    .window(0x0200)
+                    .options(opt::ts(TS_CLIENT, 500_900))
+                    .payload(request),
+                TC_ACT_REDIRECT,
+                Segment::new(GATEWAY, BACKEND)
+                    .seq(S_SND_NXT)
+                    .ack(1_010_000)
+                    .window(0x0080)
+                    .options(opt::ts(S_TS, 200_900)),
+                (0x698a, 0x75ea),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c_done)],
+            backends: vec![(bkey(), b_done)],
+            clients_after: vec![(ckey(), c_done)],
+            backends_after: vec![(bkey(), b_done)],
+            mark: ACK_TO_BACKEND_MARK,
+            ..row(
+                "copy acknowledging past the last region (c0 + len + 38): cut, then dropped",
+                Hook::Ingress,
+                Segment::new(CLIENT, VIP)
+                    .seq(0x0123_4567)
+                    .ack(5_010_038)
+                    .flags(tcp_flags::ACK | tcp_flags::PSH)
+                    .window(0x0200)
+                    .options(opt::ts(TS_CLIENT, 500_900))
+                    .payload(request),
+                TC_ACT_SHOT,
+                Segment::new(CLIENT, VIP)
+                    .seq(0x0123_4567)
+                    .ack(5_010_038)
+                    .window(0x0200)
+                    .options(opt::ts(TS_CLIENT, 500_900)),
+                (0x875e, 0x1742),
+            )
+        },
+    ];
+    run_table(&mut dp, "ack-copies", &rows);
 }
 
 /// Segments between the peers and the gateway's own sockets: the spliced

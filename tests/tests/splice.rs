@@ -5,7 +5,12 @@
 //! prove the bytes were spliced; `nstat` proves no segment was dropped for
 //! a bad checksum, PAWS or a bad SACK.
 
-use std::collections::BTreeMap;
+use std::{
+    collections::BTreeMap,
+    io::{Read as _, Write as _},
+    net::TcpStream,
+    time::Duration,
+};
 
 use distributor_tests::{Request, Response, Testbed, TestbedConfig};
 use serde_json::Value;
@@ -220,4 +225,118 @@ fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
     let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
     assert_eq!(flows["clients"], Value::Array(vec![]), "{flows:#}");
     assert_eq!(flows["arms"], Value::Array(vec![]), "{flows:#}");
+}
+
+/// Counters that show a sender waited for a retransmission timer.
+const RETRANSMISSIONS: [&str; 3] = ["TcpRetransSegs", "TcpExtTCPLossProbes", "TcpExtTCPTimeouts"];
+
+fn retransmissions(ns: &distributor_tests::Netns) -> BTreeMap<String, u64> {
+    let counters = ns.nstat().expect("nstat");
+    RETRANSMISSIONS
+        .iter()
+        .filter_map(|name| {
+            let v = counters.get(*name).copied().unwrap_or(0);
+            (v != 0).then(|| ((*name).to_owned(), v))
+        })
+        .collect()
+}
+
+/// Ping-pong on one connection from the client namespace: each request
+/// is written as soon as the previous response's head is in, so the
+/// client's delayed ACK of that response rides on the request. Returns
+/// the response heads.
+fn ping_pong(bed: &Testbed, requests: Vec<String>) -> Vec<String> {
+    bed.client
+        .in_thread(move || {
+            let mut s = TcpStream::connect((distributor_tests::VIP, 80)).expect("connect");
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut heads = Vec::new();
+            let mut pending = Vec::new();
+            for req in requests {
+                s.write_all(req.as_bytes()).expect("send");
+                while !pending.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let mut buf = [0_u8; 4096];
+                    match s.read(&mut buf) {
+                        Ok(0) | Err(_) => return heads,
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let end = pending.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+                heads.push(String::from_utf8_lossy(&pending[..end]).into_owned());
+                pending.drain(..end);
+            }
+            heads
+        })
+        .expect("client thread")
+}
+
+/// Small responses: the backend acknowledges the request on the response
+/// data, and the client acknowledges a response on its next request. Both
+/// ACKs ride on bytes that go elsewhere; the datapath copies them out as
+/// pure ACKs, so on a clean link neither socket S nor any backend
+/// retransmits, probes or times out.
+#[test]
+fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
+    let bed = testbed(vec![1024]);
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .expect("start distributor");
+
+    let n = 30;
+    let requests: Vec<Request> = (0..n)
+        .map(|_| Request::get(bed.vip_url("/obj/1024")))
+        .collect();
+    let responses = bed.curl_requests(&requests).expect("curl");
+    check_bodies(&bed, &responses, &vec![1024; n]);
+    assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
+    // HEAD responses are one segment each: the client's ACK of one waits
+    // (delayed) and goes out on the next request.
+    let heads = ping_pong(
+        &bed,
+        (0..n)
+            .map(|_| "HEAD /obj/1024 HTTP/1.1\r\nHost: x\r\n\r\n".to_owned())
+            .collect(),
+    );
+    assert_eq!(heads.len(), n);
+    for h in &heads {
+        assert!(h.starts_with("HTTP/1.1 200"), "{h}");
+        assert!(
+            h.to_ascii_lowercase().contains("content-length: 1024"),
+            "{h}"
+        );
+    }
+    let log = bed.access_log_at_least(2 * n).expect("access log");
+    let paths: Vec<&str> = log
+        .iter()
+        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(paths, vec!["splice"; 2 * n], "{log:#?}");
+
+    let stats = bed.distributor_stats().expect("stats");
+    assert_eq!(
+        splice_counter(&stats, "regions-done"),
+        2 * n as u64,
+        "{stats:#}"
+    );
+    assert!(
+        splice_counter(&stats, "acks-to-socket-s") > 0,
+        "no backend ACK was copied to S: {stats:#}"
+    );
+    assert!(
+        splice_counter(&stats, "piggybacked-acks-to-backend") > 0,
+        "no piggybacked client ACK was copied to a backend: {stats:#}"
+    );
+    let mut waited = BTreeMap::new();
+    let gateway = retransmissions(&bed.gateway);
+    if !gateway.is_empty() {
+        waited.insert("gateway".to_owned(), gateway);
+    }
+    for b in &bed.backends {
+        let r = retransmissions(&b.ns);
+        if !r.is_empty() {
+            waited.insert(b.name.clone(), r);
+        }
+    }
+    assert_eq!(waited, BTreeMap::new(), "{stats:#}");
+    assert_eq!(nstat_bad(&bed), BTreeMap::new());
 }

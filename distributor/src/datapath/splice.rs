@@ -162,9 +162,11 @@ impl Splice {
         let info = sockets::info(stream)?;
         let seqs = sockets::seqs(stream)?;
         let value = BackendFlow {
-            flags: flag_bits(&info) | flags::LEARNED,
+            // Nothing is in flight yet: S's bytes are all acknowledged.
+            flags: flag_bits(&info) | flags::LEARNED | flags::S_ACKED,
             s_wscale: info.rcv_wscale,
             snd_nxt: seqs.write_seq,
+            s_acked: seqs.write_seq,
             ts_last_sent: sockets::ts_clock(stream)?,
             ..BackendFlow::default()
         };
