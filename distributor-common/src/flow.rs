@@ -292,8 +292,10 @@ pub mod counter {
     /// Pure ACKs made for a backend from client segments to C that
     /// acknowledged region bytes (piggybacked ACKs).
     pub const PIGGYBACKED_ACKS: u32 = 11;
+    /// Of [`SEGMENTS`], those the XDP fast path spliced (`xdp` mode).
+    pub const XDP_SEGMENTS: u32 = 12;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 13;
     /// Index of the first relay-reason counter: relay reason `r` (a
     /// `splice::relay` constant) counts at `RELAY_BASE + r`.
     pub const RELAY_BASE: u32 = COUNT;
@@ -316,6 +318,7 @@ pub mod counter {
             NO_PEER => "no-peer-flow",
             ACKS_TO_S => "acks-to-socket-s",
             PIGGYBACKED_ACKS => "piggybacked-acks-to-backend",
+            XDP_SEGMENTS => "spliced-segments-xdp",
             _ => "unknown",
         }
     }

@@ -18,6 +18,7 @@
 mod flows;
 mod packet;
 mod splice;
+mod splice_xdp;
 mod stats;
 
 use aya_ebpf::{
@@ -29,7 +30,8 @@ use distributor_common::maps::hook;
 
 use crate::packet::Packet;
 
-/// XDP on every gateway interface (the `xdp` datapath mode).
+/// XDP on every gateway interface (the `xdp` datapath mode): counts, and
+/// splices region segments it can; the rest passes to the TC programs.
 #[xdp]
 pub fn dist_xdp(ctx: XdpContext) -> u32 {
     match try_xdp(&ctx) {
@@ -53,14 +55,21 @@ pub fn dist_tc_out(ctx: TcContext) -> i32 {
 }
 
 #[expect(
-    clippy::cast_possible_truncation,
-    reason = "interface indexes fit in u32 (the kernel's own type)"
-)]
-#[expect(
     clippy::unnecessary_wraps,
     reason = "the entry-point shape every program keeps: rewrite steps fail with Err"
 )]
 fn try_xdp(ctx: &XdpContext) -> Result<u32, ()> {
+    count_xdp(ctx);
+    Ok(splice_xdp::fast_path(ctx))
+}
+
+/// The per-interface counters of the XDP hook, in their own frame.
+#[inline(never)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "interface indexes fit in u32 (the kernel's own type)"
+)]
+fn count_xdp(ctx: &XdpContext) {
     let pkt = Packet::new(ctx.data(), ctx.data_end());
     stats::count(
         ctx,
@@ -69,7 +78,6 @@ fn try_xdp(ctx: &XdpContext) -> Result<u32, ()> {
         pkt.len(),
     );
     stats::classify(&pkt);
-    Ok(xdp_action::XDP_PASS)
 }
 
 /// The per-interface counters of a TC hook. Its own frame, returned from

@@ -231,9 +231,10 @@ fn default_weight() -> u32 {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum DatapathMode {
-    /// XDP on ingress, TC on egress.
+    /// XDP on ingress splicing response segments (the fast path), TC on
+    /// ingress and egress for everything else.
     Xdp,
-    /// TC on ingress and egress.
+    /// TC on ingress and egress; TC splices.
     Tc,
     /// No eBPF at all: the control plane relays every byte.
     #[default]

@@ -142,10 +142,9 @@ async fn run(config: Config) -> anyhow::Result<()> {
         Some(dp) => Some(spawn_ebpf_logger(dp)?),
         None => None,
     };
-    // The splice datapath runs on TC; the XDP mode relays until its
-    // splicing lands.
+    // Both eBPF modes splice (`xdp` adds a fast path in front of TC).
     let splice = match datapath.as_mut() {
-        Some(dp) if config.datapath.mode == DatapathMode::Tc => {
+        Some(dp) => {
             let events = dp
                 .take_events()
                 .context("the eBPF object has no splice event ring")?;

@@ -175,6 +175,22 @@ impl Testbed {
         Ok(())
     }
 
+    /// Readies the peers for the `xdp` datapath mode's fast path, which
+    /// redirects frames between veth links before any skb exists:
+    /// - tx checksumming off on the client and the backends, so frames carry
+    ///   full checksums as they do from a NIC (an offloaded checksum is only
+    ///   the pseudo-header sum, completed by no one after a redirect);
+    /// - GRO on the client's end: a veth receives redirected frames only
+    ///   with NAPI on (GRO or an XDP program of its own).
+    pub fn prepare_xdp_peers(&self) -> Result<()> {
+        self.client
+            .run("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+        for b in &self.backends {
+            b.ns.run("ethtool", &["-K", "eth0", "tx", "off"])?;
+        }
+        Ok(())
+    }
+
     /// The gateway's interface names: the client side first, then one per
     /// backend.
     #[must_use]

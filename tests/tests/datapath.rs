@@ -91,9 +91,12 @@ fn xdp_mode_counts_routed_http_traffic_per_interface() {
     // Requests enter on c0.
     let (p_in, _) = counters(&after, "c0", "xdp-ingress");
     assert!(p_in > 0, "no xdp-ingress packets on c0");
-    // XDP mode attaches no TC ingress program.
-    assert_eq!(counters(&after, "c0", "tc-ingress"), (0, 0));
-    // Every TCP packet is passed as "no flow" (nothing is spliced yet).
+    // XDP passes what it does not splice to TC ingress (attached in this
+    // mode too): the requests reach it.
+    let (tc_in, _) = counters(&after, "c0", "tc-ingress");
+    assert!(tc_in > 0, "no tc-ingress packets on c0");
+    // Every TCP packet is passed as "no flow" (this config has no proxy
+    // listener, so there is nothing to splice).
     assert!(after["reasons"]["pass-no-flow"].as_u64().unwrap_or(0) > 0);
 }
 
@@ -189,7 +192,7 @@ fn sigterm_detaches_programs_and_removes_pins() {
         .start_distributor(&bed.distributor_config("xdp"))
         .expect("start distributor");
     let (map_id, progs) = instance_programs(&bed);
-    assert_eq!(progs, ["dist_tc_out", "dist_xdp"]);
+    assert_eq!(progs, ["dist_tc_in", "dist_tc_out", "dist_xdp"]);
     let xdp = attached_xdp(&bed);
     assert_eq!(
         xdp.matches("\"devname\"").count(),
@@ -248,7 +251,7 @@ fn next_start_cleans_up_after_a_crash() {
         .expect("start distributor");
     fetch_all(&bed);
     let (map_id, progs) = instance_programs(&bed);
-    assert_eq!(progs.len(), 2);
+    assert_eq!(progs.len(), 3);
     gw.stop_with(libc::SIGKILL, Duration::from_secs(5));
     // Pins survive a crash; programs (bpf links, never pinned) do not.
     assert!(bed.pin_dir().join("IFACE_STATS").exists(), "pins gone");

@@ -122,6 +122,50 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
 }
 
+/// The `xdp` mode: the XDP program splices the region's data segments, TC
+/// the rest; the same byte-exact responses from alternating backends.
+#[test]
+fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
+    let sizes = vec![1024, 65536, 1 << 20, 16 << 20];
+    let bed = testbed(sizes.clone());
+    bed.prepare_xdp_peers().expect("peers ready for XDP");
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("xdp", &round_robin(&bed)))
+        .expect("start distributor");
+
+    let order: Vec<usize> = (0..12).map(|i| sizes[i % sizes.len()]).collect();
+    let requests: Vec<Request> = order
+        .iter()
+        .map(|s| Request::get(bed.vip_url(&format!("/obj/{s}"))))
+        .collect();
+    let responses = bed.curl_requests(&requests).expect("curl");
+    check_bodies(&bed, &responses, &order);
+    assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
+    for w in responses.windows(2) {
+        assert_ne!(w[0].backend(), w[1].backend());
+    }
+    let log = bed.access_log_at_least(order.len()).expect("access log");
+    let paths: Vec<&str> = log
+        .iter()
+        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
+        .collect();
+    assert_eq!(paths, vec!["splice"; order.len()], "{log:#?}");
+
+    let stats = bed.distributor_stats().expect("stats");
+    assert_eq!(
+        splice_counter(&stats, "regions-done"),
+        order.len() as u64,
+        "{stats:#}"
+    );
+    // Most data segments went through XDP (first segments, ones carrying
+    // an ACK news to S, and the last of a FIN-less response still go
+    // through TC).
+    let segments = splice_counter(&stats, "spliced-segments");
+    let on_xdp = splice_counter(&stats, "spliced-segments-xdp");
+    assert!(on_xdp * 10 > segments * 9, "{stats:#}");
+    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+}
+
 /// (request, expected status, expected body size, expected path, reason)
 type Case<'a> = (Request, u16, Option<usize>, &'a str, Option<&'a str>);
 

@@ -130,10 +130,13 @@ impl Datapath {
             }
         }
 
-        let mut tc = vec![(PROG_TC_OUT, TcAttachType::Egress)];
-        if config.mode == DatapathMode::Tc {
-            tc.push((PROG_TC_IN, TcAttachType::Ingress));
-        }
+        // TC on both hooks in both modes: in `xdp` mode the XDP program
+        // splices the bulk of a response and passes everything else to TC
+        // ingress.
+        let tc = [
+            (PROG_TC_OUT, TcAttachType::Egress),
+            (PROG_TC_IN, TcAttachType::Ingress),
+        ];
         for (name, attach_type) in tc {
             let prog: &mut SchedClassifier = self.program(name)?;
             prog.load()

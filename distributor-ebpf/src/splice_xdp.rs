@@ -1,0 +1,256 @@
+//! The splice fast path on XDP (the `xdp` datapath mode).
+//!
+//! A backend segment inside a splicing region, in the layout data segments
+//! have (no options, or `NOP NOP TS`), is rewritten into the client's
+//! connection and redirected to the client's interface before the kernel
+//! builds an skb for it: addresses and ports, seq (backend -> client space),
+//! ack and window (C's), `TSval` through the region's clock map (never
+//! below what the client has seen), `TSecr` the client's latest.
+//!
+//! Everything else passes (`XDP_PASS`) to the TC programs, which this mode
+//! attaches too and which do the rest exactly as in `tc` mode: the
+//! first-segment decision, ACKs the splice would swallow, client ACKs to
+//! the backend, segments for the gateway's own sockets, and egress. A
+//! segment passes when any of those is involved: its ACK is news to S, it
+//! carries SACK or an unknown option, FIN/SYN/RST, it lies outside the
+//! region, or the client's next hop is not resolved yet.
+//!
+//! Checksums are full sums updated by RFC 1624 arithmetic, as frames from a
+//! NIC carry them. A veth peer that offloads checksumming hands XDP frames
+//! whose TCP checksum is only the pseudo-header sum (`CHECKSUM_PARTIAL`
+//! lives in the skb, which XDP never sees), and those cannot be redirected
+//! as they are: on veth this mode needs tx checksumming off on the peers.
+
+#![expect(
+    clippy::cast_possible_truncation,
+    clippy::cast_possible_wrap,
+    clippy::cast_sign_loss,
+    reason = "offsets and lengths of one frame, and helper return codes, fit in 32 bits"
+)]
+
+use aya_ebpf::{
+    bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    helpers::generated::{bpf_fib_lookup, bpf_redirect},
+    programs::XdpContext,
+};
+use distributor_common::{
+    flow::{FlowKey, counter, flags as fl, state},
+    splice::{
+        csum::Delta,
+        seq::{Clip, seq_gt, seq_max},
+        timestamps::ts_lt,
+    },
+};
+
+use crate::flows::{self, FLOWS_C, FLOWS_S};
+
+const ETH_HLEN: usize = 14;
+const IP_OFF: usize = ETH_HLEN;
+const TCP_OFF: usize = IP_OFF + 20;
+const TCP_OPTS: usize = TCP_OFF + 20;
+/// `NOP NOP TS(10)`: the options of a Linux data segment with timestamps.
+const TS_LEN: usize = 12;
+
+const TH_FIN: u8 = 0x01;
+const TH_SYN: u8 = 0x02;
+const TH_RST: u8 = 0x04;
+const TH_ACK: u8 = 0x10;
+
+/// The frame `[data, data_end)`; every access is at a constant offset below
+/// the length checked once in [`fast_path`].
+struct Frame {
+    data: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    fn u8(&self, off: usize) -> u8 {
+        // SAFETY: `off` is below the checked length (see `fast_path`).
+        unsafe { *((self.data + off) as *const u8) }
+    }
+
+    /// A 16-bit field, host order.
+    #[inline(always)]
+    fn u16(&self, off: usize) -> u16 {
+        u16::from_be_bytes([self.u8(off), self.u8(off + 1)])
+    }
+
+    /// A 32-bit field, host order.
+    #[inline(always)]
+    fn u32(&self, off: usize) -> u32 {
+        u32::from_be_bytes([
+            self.u8(off),
+            self.u8(off + 1),
+            self.u8(off + 2),
+            self.u8(off + 3),
+        ])
+    }
+
+    #[inline(always)]
+    fn set(&self, off: usize, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: as in `u8`.
+            unsafe { *((self.data + off + i) as *mut u8) = *b };
+        }
+    }
+
+    #[inline(always)]
+    fn set16(&self, off: usize, v: u16) {
+        self.set(off, &v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    fn set32(&self, off: usize, v: u32) {
+        self.set(off, &v.to_be_bytes());
+    }
+}
+
+/// XDP: splices what it can, passes the rest to TC.
+#[inline(always)]
+pub fn fast_path(ctx: &XdpContext) -> u32 {
+    try_fast_path(ctx).unwrap_or(xdp_action::XDP_PASS)
+}
+
+#[inline(always)]
+fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    if data + TCP_OPTS > end {
+        return Err(());
+    }
+    let f = Frame { data };
+    if f.u16(12) != 0x0800
+        || f.u8(IP_OFF) != 0x45
+        || f.u8(IP_OFF + 9) != 6
+        || f.u16(IP_OFF + 6) & 0x3fff != 0
+    {
+        return Err(());
+    }
+    let flags = f.u8(TCP_OFF + 13);
+    if flags & (TH_SYN | TH_RST | TH_FIN) != 0 || flags & TH_ACK == 0 {
+        return Err(());
+    }
+    let olen = match f.u8(TCP_OFF + 12) >> 4 {
+        5 => 0,
+        8 => TS_LEN,
+        _ => return Err(()),
+    };
+    let payload_len = u32::from(f.u16(IP_OFF + 2))
+        .checked_sub(40 + olen as u32)
+        .ok_or(())?;
+    if payload_len == 0 {
+        return Err(());
+    }
+    // Raw (network order) address and port fields, as the flow keys hold.
+    let key = FlowKey::ingress(
+        f.u32(IP_OFF + 12).to_be(),
+        f.u32(IP_OFF + 16).to_be(),
+        f.u16(TCP_OFF).to_be(),
+        f.u16(TCP_OFF + 2).to_be(),
+    );
+    let b = FLOWS_S.get_ptr_mut(key).ok_or(())?;
+    // SAFETY: a map value; the kernel keeps it alive while we run.
+    let b = unsafe { &mut *b };
+    if b.state != state::SPLICING {
+        return Err(());
+    }
+    let seq = f.u32(TCP_OFF + 4);
+    let ack = f.u32(TCP_OFF + 8);
+    // An ACK S has not seen needs a copy for S: TC makes it.
+    if b.flags & fl::S_ACKED == 0 || seq_gt(ack, b.s_acked) {
+        return Err(());
+    }
+    let Clip::Inside { client_seq } = b.region.clip(seq, payload_len) else {
+        return Err(());
+    };
+    let c = FLOWS_C.get_ptr_mut(b.client).ok_or(())?;
+    // SAFETY: as above.
+    let c = unsafe { &mut *c };
+    if c.state != state::SPLICING {
+        return Err(());
+    }
+    let ts = c.flags & fl::TIMESTAMPS != 0;
+    if ts != (olen == TS_LEN) {
+        return Err(());
+    }
+    if olen == TS_LEN {
+        if data + TCP_OPTS + TS_LEN > end {
+            return Err(());
+        }
+        if f.u32(TCP_OPTS) != 0x0101_080a {
+            return Err(());
+        }
+    }
+
+    // The client's next hop; unresolved, TC's `bpf_redirect_neigh` copes.
+    let to = b.client;
+    // SAFETY: an all-zero `bpf_fib_lookup` is a valid request once the
+    // fields below are set.
+    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    fib.family = 2; // AF_INET
+    fib.l4_protocol = 6;
+    fib.ifindex = c.ifindex;
+    fib.__bindgen_anon_3.ipv4_src = to.daddr;
+    fib.__bindgen_anon_4.ipv4_dst = to.saddr;
+    // SAFETY: `fib` is a valid, writable lookup structure.
+    let r = unsafe {
+        bpf_fib_lookup(
+            ctx.ctx.cast(),
+            &raw mut fib,
+            size_of::<bpf_fib_lookup>() as i32,
+            0,
+        )
+    };
+    if r != i64::from(BPF_FIB_LKUP_RET_SUCCESS) {
+        return Err(());
+    }
+
+    // Rewrite. The addresses change both checksums (TCP through the
+    // pseudo-header); everything else only TCP's.
+    let (saddr, daddr) = (f.u32(IP_OFF + 12), f.u32(IP_OFF + 16));
+    let (new_saddr, new_daddr) = (u32::from_be(to.daddr), u32::from_be(to.saddr));
+    let ip = Delta::new()
+        .replace32(saddr, new_saddr)
+        .replace32(daddr, new_daddr);
+    let (sport, dport) = (f.u16(TCP_OFF), f.u16(TCP_OFF + 2));
+    let (new_sport, new_dport) = (u16::from_be(to.dport), u16::from_be(to.sport));
+    let window = f.u16(TCP_OFF + 14);
+    let mut tcp = ip
+        .replace16(sport, new_sport)
+        .replace16(dport, new_dport)
+        .replace32(seq, client_seq)
+        .replace32(ack, c.c_ack)
+        .replace16(window, c.c_window);
+    if olen == TS_LEN {
+        let (tsval, tsecr) = (f.u32(TCP_OPTS + 4), f.u32(TCP_OPTS + 8));
+        let mut new_tsval = c.ts_map.to_receiver(tsval);
+        if ts_lt(new_tsval, c.ts_last_sent) {
+            new_tsval = c.ts_last_sent;
+        }
+        c.ts_last_sent = new_tsval;
+        tcp = tcp
+            .replace32(tsval, new_tsval)
+            .replace32(tsecr, c.ts_recent);
+        f.set32(TCP_OPTS + 4, new_tsval);
+        f.set32(TCP_OPTS + 8, c.ts_recent);
+    }
+    f.set16(IP_OFF + 10, ip.apply(f.u16(IP_OFF + 10)));
+    f.set32(IP_OFF + 12, new_saddr);
+    f.set32(IP_OFF + 16, new_daddr);
+    f.set16(TCP_OFF, new_sport);
+    f.set16(TCP_OFF + 2, new_dport);
+    f.set32(TCP_OFF + 4, client_seq);
+    f.set32(TCP_OFF + 8, c.c_ack);
+    f.set16(TCP_OFF + 14, c.c_window);
+    f.set16(TCP_OFF + 16, tcp.apply(f.u16(TCP_OFF + 16)));
+    f.set(0, &fib.dmac);
+    f.set(6, &fib.smac);
+
+    c.sent_end = seq_max(c.sent_end, client_seq.wrapping_add(payload_len));
+    c.bytes_spliced += u64::from(payload_len);
+    b.bytes_spliced += u64::from(payload_len);
+    flows::add(counter::SEGMENTS, 1);
+    flows::add(counter::XDP_SEGMENTS, 1);
+    flows::add(counter::BYTES, u64::from(payload_len));
+    // SAFETY: plain helper call; XDP_REDIRECT on success.
+    Ok(unsafe { bpf_redirect(fib.ifindex, 0) } as u32)
+}
