@@ -176,17 +176,19 @@ impl Testbed {
     }
 
     /// Readies the peers for the `xdp` datapath mode's fast path, which
-    /// redirects frames between veth links before any skb exists:
+    /// redirects frames between veth links before any skb exists (`true`),
+    /// or puts back the veth defaults (`false`):
     /// - tx checksumming off on the client and the backends, so frames carry
     ///   full checksums as they do from a NIC (an offloaded checksum is only
     ///   the pseudo-header sum, completed by no one after a redirect);
     /// - GRO on the client's end: a veth receives redirected frames only
     ///   with NAPI on (GRO or an XDP program of its own).
-    pub fn prepare_xdp_peers(&self) -> Result<()> {
+    pub fn xdp_peers(&self, ready: bool) -> Result<()> {
+        let (tx, gro) = if ready { ("off", "on") } else { ("on", "off") };
         self.client
-            .run("ethtool", &["-K", "eth0", "tx", "off", "gro", "on"])?;
+            .run("ethtool", &["-K", "eth0", "tx", tx, "gro", gro])?;
         for b in &self.backends {
-            b.ns.run("ethtool", &["-K", "eth0", "tx", "off"])?;
+            b.ns.run("ethtool", &["-K", "eth0", "tx", tx])?;
         }
         Ok(())
     }

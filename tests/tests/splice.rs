@@ -128,7 +128,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
 fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
     let sizes = vec![1024, 65536, 1 << 20, 16 << 20];
     let bed = testbed(sizes.clone());
-    bed.prepare_xdp_peers().expect("peers ready for XDP");
+    bed.xdp_peers(true).expect("peers ready for XDP");
     let _gw = bed
         .start_distributor(&bed.proxy_config("xdp", &round_robin(&bed)))
         .expect("start distributor");

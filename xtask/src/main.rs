@@ -46,11 +46,12 @@ enum Cmd {
     },
     /// fmt check and both clippy runs only.
     Lint,
-    /// Relay contenders side by side on a testbed (routed, haproxy,
-    /// haproxy-splice, nginx-proxy, distributor-relay); results in
+    /// Contenders side by side on a testbed (routed, haproxy,
+    /// haproxy-splice, nginx-proxy, distributor-relay,
+    /// distributor-splice-tc, distributor-splice-xdp); results in
     /// `results/bench-<UTC time>/` and `results/latest.*`. Full mode:
-    /// 13 workloads x 5 contenders x 3 repetitions, about 40 minutes;
-    /// `--quick`: about 2 minutes.
+    /// 13 workloads x 7 contenders x 3 repetitions, about an hour;
+    /// `--quick`: about 4 minutes.
     Bench(bench::Args),
 }
 

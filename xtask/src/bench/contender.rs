@@ -1,8 +1,7 @@
 //! The contenders: a name, how to start one on the gateway, and where the
-//! client sends its requests. A later datapath (distributor with `xdp` or
-//! `tc` splicing) is one more variant here: `proxy_config("xdp", ...)` in
-//! [`Contender::start`], and its per-packet cost in
-//! [`datapath_ns_per_packet`].
+//! client sends its requests. distributor's datapath modes are variants
+//! with their mode in [`Contender::distributor_mode`]; their per-packet
+//! cost is measured from the kernel's program stats (`bpfstats`).
 
 use anyhow::{Context as _, Result};
 use distributor_tests::{Daemon, HaproxyOptions, Testbed};
@@ -31,6 +30,8 @@ pub enum Contender {
     DistributorRelay,
     /// distributor with the TC datapath: responses spliced in the kernel.
     DistributorSpliceTc,
+    /// distributor with the XDP fast path in front of the TC datapath.
+    DistributorSpliceXdp,
 }
 
 /// A started contender.
@@ -43,13 +44,14 @@ pub struct Running {
 
 impl Contender {
     /// The order they alternate in.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 7] = [
         Self::Routed,
         Self::Haproxy,
         Self::HaproxySplice,
         Self::NginxProxy,
         Self::DistributorRelay,
         Self::DistributorSpliceTc,
+        Self::DistributorSpliceXdp,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,6 +62,7 @@ impl Contender {
             Self::NginxProxy => "nginx-proxy",
             Self::DistributorRelay => "distributor-relay",
             Self::DistributorSpliceTc => "distributor-splice-tc",
+            Self::DistributorSpliceXdp => "distributor-splice-xdp",
         }
     }
 
@@ -97,6 +100,13 @@ impl Contender {
                  as distributor-relay"
                     .to_owned()
             }
+            Self::DistributorSpliceXdp => {
+                "distributor, datapath xdp: as distributor-splice-tc, with the response data \
+                 segments rewritten and redirected on XDP; on veth this needs the peers' tx \
+                 checksumming off (set for this contender only, so the backends checksum \
+                 and segment in software) and GRO on the client's end"
+                    .to_owned()
+            }
         }
     }
 
@@ -122,6 +132,9 @@ impl Contender {
                 },
             )
         };
+        // The peers' offloads as this contender needs them (veth defaults
+        // for every other one).
+        bed.xdp_peers(self == Self::DistributorSpliceXdp)?;
         let (daemon, base_url) = match self {
             Self::Routed => {
                 let b = bed
@@ -135,26 +148,32 @@ impl Contender {
                 Some(bed.start_nginx_proxy(&bed.two_pool_peers(), PROXY_THREADS)?),
                 vip,
             ),
-            Self::DistributorRelay => {
-                let config =
-                    access_log_off(bed, &bed.proxy_config("off", &bed.two_pools_config()))?;
-                (Some(bed.start_distributor(&config)?), vip)
-            }
-            Self::DistributorSpliceTc => {
-                let config = access_log_off(bed, &bed.proxy_config("tc", &bed.two_pools_config()))?;
+            Self::DistributorRelay | Self::DistributorSpliceTc | Self::DistributorSpliceXdp => {
+                let mode = self.distributor_mode().unwrap_or("off");
+                let config = access_log_off(bed, &bed.proxy_config(mode, &bed.two_pools_config()))?;
                 (Some(bed.start_distributor(&config)?), vip)
             }
         };
         Ok(Running { daemon, base_url })
     }
-}
 
-/// HOOK(splice datapath): the eBPF datapath's cost in nanoseconds per
-/// packet, from the kernel's `bpf_stats` (`run_time_ns / run_cnt` of the
-/// programs the contender attached, sampled around the run, with
-/// `kernel.bpf_stats_enabled=1`). No contender has a datapath yet.
-pub fn datapath_ns_per_packet(_contender: Contender) -> Option<f64> {
-    None
+    /// distributor's `[datapath] mode` for this contender (None: not
+    /// distributor).
+    pub fn distributor_mode(self) -> Option<&'static str> {
+        match self {
+            Self::DistributorRelay => Some("off"),
+            Self::DistributorSpliceTc => Some("tc"),
+            Self::DistributorSpliceXdp => Some("xdp"),
+            Self::Routed | Self::Haproxy | Self::HaproxySplice | Self::NginxProxy => None,
+        }
+    }
+
+    /// Whether the contender runs distributor's eBPF programs, whose cost
+    /// per packet the run then reads from the kernel (`bpfstats`). Mode
+    /// `off` loads none.
+    pub fn has_datapath(self) -> bool {
+        self.distributor_mode().is_some_and(|mode| mode != "off")
+    }
 }
 
 /// The peers run without logs; distributor's per-request JSON access log

@@ -15,7 +15,8 @@ use serde_json::{Value, json};
 
 use super::{
     Contender, Settings,
-    contender::{Running, datapath_ns_per_packet},
+    bpfstats::{self, DatapathCost},
+    contender::Running,
     procfs,
     workload::Workload,
 };
@@ -49,7 +50,8 @@ pub enum Outcome {
     GuardFailed(String),
     /// Could not start, died, or too many errors.
     Failed(String),
-    Measured(Figures),
+    /// Boxed: the figures are ten times the size of a reason.
+    Measured(Box<Figures>),
 }
 
 /// The figures of one successful run.
@@ -91,7 +93,9 @@ pub struct Figures {
     pub wrk_backends: Option<BTreeMap<String, u64>>,
     /// Requests each backend's access log gained during the run.
     pub served: BTreeMap<String, u64>,
-    pub datapath_ns_per_packet: Option<f64>,
+    /// What distributor's eBPF programs did (None: the contender runs
+    /// none, or their counters could not be read).
+    pub datapath: Option<DatapathCost>,
 }
 
 impl Figures {
@@ -103,6 +107,11 @@ impl Figures {
     /// Cores other work on the machine kept busy on average.
     pub fn foreign_cores(&self) -> f64 {
         self.foreign_cpu_s / self.seconds
+    }
+
+    /// The eBPF datapath's nanoseconds per packet.
+    pub fn datapath_ns_per_packet(&self) -> Option<f64> {
+        self.datapath.as_ref()?.ns_per_packet()
     }
 }
 
@@ -117,7 +126,7 @@ impl Run {
 
     pub fn figures(&self) -> Option<&Figures> {
         match &self.outcome {
-            Outcome::Measured(f) => Some(f),
+            Outcome::Measured(f) => Some(f.as_ref()),
             _ => None,
         }
     }
@@ -135,7 +144,7 @@ impl Run {
             Outcome::GuardFailed(r) => format!("{head}: GUARD FAILED: {r}"),
             Outcome::Failed(r) => format!("{head}: FAILED: {r}"),
             Outcome::Measured(f) => format!(
-                "{head}: {:>9.0} req/s {:>8.1} MiB/s p99 {:>7} ms, {:.0} CPU-ms/10k{}, \
+                "{head}: {:>9.0} req/s {:>8.1} MiB/s p99 {:>7} ms, {:.0} CPU-ms/10k{}{}, \
                  other {:.2} cores",
                 f.rps,
                 f.body_bytes_per_s / MIB,
@@ -144,6 +153,8 @@ impl Run {
                 f.cpu_ms_per_10k,
                 f.proxy_cores()
                     .map_or_else(String::new, |c| format!(", proxy {c:.2} cores")),
+                f.datapath_ns_per_packet()
+                    .map_or_else(String::new, |ns| format!(", datapath {ns:.0} ns/pkt")),
                 f.foreign_cores(),
             ),
         }
@@ -153,7 +164,7 @@ impl Run {
         let (status, reason, figures) = match &self.outcome {
             Outcome::GuardFailed(r) => ("guard_failed", Some(r.as_str()), None),
             Outcome::Failed(r) => ("failed", Some(r.as_str()), None),
-            Outcome::Measured(f) => ("ok", None, Some(f)),
+            Outcome::Measured(f) => ("ok", None, Some(f.as_ref())),
         };
         let mut v = json!({
             "contender": self.contender.name(),
@@ -187,7 +198,8 @@ impl Run {
                 "errors": f.errors,
                 "wrk_backends": f.wrk_backends,
                 "served_by_backend": f.served,
-                "datapath_ns_per_packet": f.datapath_ns_per_packet,
+                "datapath_ns_per_packet": f.datapath_ns_per_packet(),
+                "datapath_programs": f.datapath.as_ref().map(DatapathCost::to_json),
             });
         }
         v
@@ -224,7 +236,7 @@ pub fn run_one(
                 Outcome::GuardFailed(reason)
             } else {
                 match measure(bed, contender, &mut running, workload, settings, script) {
-                    Ok(f) => Outcome::Measured(f),
+                    Ok(f) => Outcome::Measured(Box::new(f)),
                     Err(e) => Outcome::Failed(format!("{e:#}")),
                 }
             };
@@ -402,10 +414,28 @@ fn measure(
         .collect();
     let foreign_before = procfs::foreign_cpu(&inside);
     let proxy_before = proxy_cpu();
+    // The datapath's counters are read around the CPU readings, so that
+    // walking the kernel's program list is not counted as machine CPU; no
+    // packets flow between these readings and wrk's.
+    let datapath_sample = || {
+        contender
+            .has_datapath()
+            .then(|| bpfstats::Sample::take(&bed.pin_dir()))
+    };
+    let datapath_before = datapath_sample();
     let machine_before = procfs::machine_busy_seconds().context("reading /proc/stat")?;
     let out = wrk(bed, &url, workload, settings.duration, script)?;
     let machine_cpu_s =
         procfs::machine_busy_seconds().context("reading /proc/stat")? - machine_before;
+    let datapath = match (datapath_before, datapath_sample()) {
+        (Some(Ok(before)), Some(Ok(after))) => Some(DatapathCost::between(&before, &after)),
+        (Some(Err(e)), _) | (_, Some(Err(e))) => {
+            // The run's other figures stand; the column shows the gap.
+            eprintln!("    warning: {}: no datapath cost: {e:#}", contender.name());
+            None
+        }
+        _ => None,
+    };
     let proxy_cpu_s = proxy_cpu().zip(proxy_before).map(|(a, b)| a - b);
     // An estimate (see foreign_delta): never more than the machine has.
     #[expect(clippy::cast_precision_loss, reason = "a few CPUs")]
@@ -463,7 +493,7 @@ fn measure(
         errors: out.errors,
         wrk_backends: out.backends,
         served,
-        datapath_ns_per_packet: datapath_ns_per_packet(contender),
+        datapath,
     })
 }
 

@@ -13,6 +13,7 @@
 //! is the figure that compares fairly; throughput includes the client's
 //! and the backends' share of the cores.
 
+mod bpfstats;
 mod chart;
 mod contender;
 mod measure;
@@ -40,7 +41,8 @@ pub struct Args {
     #[arg(long)]
     pub quick: bool,
     /// Only these contenders (comma-separated): routed, haproxy,
-    /// haproxy-splice, nginx-proxy, distributor-relay, distributor-splice-tc.
+    /// haproxy-splice, nginx-proxy, distributor-relay, distributor-splice-tc,
+    /// distributor-splice-xdp.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<String>,
     /// Repetitions per workload (default: 1 quick, 3 full).
@@ -170,6 +172,16 @@ pub fn run(args: &Args) -> Result<()> {
         settings.reps,
         settings.duration.as_secs()
     ));
+    // On for the whole benchmark (machine-wide: the kernel has one switch)
+    // and off again when this guard drops, on errors too; without them the
+    // column stays empty and the rest is measured all the same.
+    let stats_on = if settings.contenders.iter().any(|c| c.has_datapath()) {
+        bpfstats::enable()
+            .inspect_err(|e| eprintln!("    warning: no datapath cost column: {e:#}"))
+            .ok()
+    } else {
+        None
+    };
     let mut runs: Vec<Run> = Vec::with_capacity(total);
     // A contender that failed its guard on a workload is not timed on it
     // again (the failure is reported once); one that passed is not guarded
@@ -198,6 +210,7 @@ pub fn run(args: &Args) -> Result<()> {
             }
         }
     }
+    drop(stats_on);
     drop(bed);
 
     let meta = report::Meta::collect(&settings, &stamp, started.elapsed());

@@ -108,6 +108,8 @@ struct Summary<'a> {
     p99_ms: Option<f64>,
     cpu_ms_per_10k: f64,
     cpu_s_per_gib: f64,
+    /// None: no eBPF programs (or their counters unread).
+    datapath_ns_per_packet: Option<f64>,
     /// Largest over the runs.
     peak_rss_bytes: Option<u64>,
     proxy_cores: Option<f64>,
@@ -132,6 +134,7 @@ impl Summary<'_> {
             "latency_p99_ms": self.p99_ms,
             "cpu_ms_per_10k_requests": (self.ok > 0).then_some(self.cpu_ms_per_10k),
             "cpu_s_per_gib": (self.ok > 0).then_some(self.cpu_s_per_gib),
+            "datapath_ns_per_packet": self.datapath_ns_per_packet,
             "peak_rss_bytes": self.peak_rss_bytes,
             "proxy_cores": self.proxy_cores,
             "foreign_cores": self.foreign_cores,
@@ -207,6 +210,12 @@ fn summarize<'a>(settings: &'a Settings, runs: &[Run]) -> Vec<Summary<'a>> {
                 p99_ms: median(figures.iter().filter_map(|f| f.p99_ms).collect()),
                 cpu_ms_per_10k: med(|f| f.cpu_ms_per_10k),
                 cpu_s_per_gib: med(|f| f.cpu_s_per_gib),
+                datapath_ns_per_packet: median(
+                    figures
+                        .iter()
+                        .filter_map(|f| f.datapath_ns_per_packet())
+                        .collect(),
+                ),
                 peak_rss_bytes: figures.iter().filter_map(|f| f.peak_rss_bytes).max(),
                 proxy_cores: median(figures.iter().filter_map(|f| f.proxy_cores()).collect()),
                 foreign_cores: median(figures.iter().map(|f| f.foreign_cores()).collect()),
@@ -294,6 +303,12 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
          - **CPU**: busy time of the whole machine (user, nice, system, irq, softirq over all \
          CPUs: client, gateway, backends, and anything else running), per 10 000 responses' \
          worth of body bytes and per GiB of bodies.\n\
+         - **ns/pkt**: what distributor's eBPF programs cost per packet, from the kernel's \
+         program statistics (`bpf_stats`, on for the benchmark): for each program, its run \
+         time over its run count during the measured run, summed over the programs (a packet \
+         the gateway forwards meets an ingress and an egress hook); per program in \
+         results.json (`datapath_programs`). \"–\": no eBPF programs (distributor-relay runs \
+         with the datapath off).\n\
          - **proxy cores**: the contender's own processes' CPU time over the run (near \
          {PROXY_THREADS}: the proxy alone is the bottleneck).\n\
          - **other cores**: CPU time of user-space processes outside the testbed over the \
@@ -318,8 +333,9 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
         let _ = writeln!(
             md,
             "| contender | conns | req/s | MiB/s | p50 ms | p99 ms | CPU-ms / 10k req | \
-             CPU-s / GiB | peak RSS MiB | proxy cores | other cores | vs routed | vs haproxy |\n\
-             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+             CPU-s / GiB | ns/pkt | peak RSS MiB | proxy cores | other cores | vs routed | \
+             vs haproxy |\n\
+             |---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
         );
         for s in summaries.iter().filter(|s| s.workload.size == size) {
             let name = s.contender.name();
@@ -328,7 +344,7 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
                 let why = one_line(s.failure.as_deref().unwrap_or("no run"));
                 let _ = writeln!(
                     md,
-                    "| {name} | {conns} | **FAILED**: {why} | | | | | | | | | | |"
+                    "| {name} | {conns} | **FAILED**: {why} | | | | | | | | | | | |"
                 );
                 continue;
             }
@@ -339,13 +355,14 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
             let opt = |v: Option<f64>, f: fn(f64) -> String| v.map_or_else(|| "–".to_owned(), f);
             let _ = writeln!(
                 md,
-                "| {name} | {conns} | {:.0} | {:.1} | {} | {} | {:.0} | {:.2} | {rss} | {} | {} | {} | {} |",
+                "| {name} | {conns} | {:.0} | {:.1} | {} | {} | {:.0} | {:.2} | {} | {rss} | {} | {} | {} | {} |",
                 s.rps,
                 s.body_bytes_per_s / MIB,
                 opt(s.p50_ms, |l| format!("{l:.2}")),
                 opt(s.p99_ms, |l| format!("{l:.2}")),
                 s.cpu_ms_per_10k,
                 s.cpu_s_per_gib,
+                opt(s.datapath_ns_per_packet, |ns| format!("{ns:.0}")),
                 opt(s.proxy_cores, |c| format!("{c:.2}")),
                 opt(s.foreign_cores, |c| format!("{c:.2}")),
                 opt(s.vs_routed, |r| format!("{r:.2}×")),
