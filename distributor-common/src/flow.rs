@@ -126,6 +126,8 @@ pub mod flags {
     pub const TS_RECENT: u32 = 8;
     /// Datapath-set: [`super::BackendFlow::s_acked`] is valid.
     pub const S_ACKED: u32 = 16;
+    /// Datapath-set: the backend sent bytes past a region: never reuse.
+    pub const BROKEN: u32 = 32;
 }
 
 /// One client connection (socket C). Key: [`FlowKey`] client -> VIP.

@@ -578,6 +578,16 @@ fn try_backend_in(
     }
     if b.state == state::SPLICING {
         let region = b.region;
+        // A window probe (no data, at the byte before the acknowledged
+        // edge) asks the client, whose window is closed, not S: without
+        // the client's answer a lost window update stalls the region.
+        if seg.payload_len == 0
+            && seg.flags & (TH_SYN | TH_FIN | TH_RST) == 0
+            && seg.seq == b.acked_end.wrapping_sub(1)
+            && let Some(client_seq) = region.to_client_seq(seg.seq)
+        {
+            return Ok((NEXT_SPLICE << 32) | u64::from(client_seq));
+        }
         match region.clip(seg.seq, seg.payload_len) {
             Clip::Inside { client_seq } => {
                 return Ok((NEXT_SPLICE << 32) | u64::from(client_seq));
@@ -587,6 +597,7 @@ fn try_backend_in(
                 // Bytes beyond the response the head announced: they can
                 // reach neither socket correctly. The backend is broken;
                 // the control plane times the request out and closes both.
+                b.flags |= fl::BROKEN;
                 flows::add(counter::DROPPED, 1);
                 return Ok(next_action(TC_ACT_SHOT));
             }
@@ -897,7 +908,14 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
     }
     if c.state == state::SPLICING {
         let region = c.region;
-        let to_backend = region.to_backend_ack(seg.ack);
+        // The ACK field means something only with the ACK flag, and a RST
+        // acknowledges nothing (a reset without ACK carries 0 there).
+        let acks = seg.flags & TH_ACK != 0 && seg.flags & TH_RST == 0;
+        let to_backend = if acks {
+            region.to_backend_ack(seg.ack)
+        } else {
+            None
+        };
         if seg.is_pure_ack() && to_backend.is_some() {
             if FLOWS_S.get_ptr(c.backend).is_some() {
                 return Ok(NEXT_ACK_TO_BACKEND << 32);
@@ -916,7 +934,7 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
             // copy, taken before this segment is rewritten for C.
             copy_to_ingress(ctx, ACK_TO_BACKEND_MARK);
         }
-        let done = region.is_acked(seg.ack);
+        let done = acks && region.is_acked(seg.ack);
         let ack = c.shift.c_ingress_ack(region.collapse_client(seg.ack));
         opts.clear_unknown();
         if let Some((s, blocks)) = opts.sack_blocks() {
@@ -1027,7 +1045,8 @@ fn complete(c: &mut ClientFlow, b: &mut BackendFlow) {
     b.state = state::IDLE;
     c.regions_done += 1;
     flows::add(counter::DONE, 1);
-    flows::report(b.arm_id, event::DONE, 0, len);
+    let broken = b.flags & fl::BROKEN;
+    flows::report(b.arm_id, event::DONE, broken, len);
 }
 
 // ---- gateway sockets -> peers --------------------------------------------

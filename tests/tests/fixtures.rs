@@ -372,7 +372,13 @@ fn splice_backend_segment() {
         Fixture {
             clients: vec![(ckey(), c)],
             backends: vec![(bkey(), b)],
-            clients_after: vec![(ckey(), c)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    ts_last_sent: 500_150,
+                    ..c
+                },
+            )],
             backends_after: vec![(
                 bkey(),
                 BackendFlow {
@@ -381,7 +387,38 @@ fn splice_backend_segment() {
                 },
             )],
             ..row(
-                "segment straddling the region's end (s_end - 20, 64 bytes): dropped",
+                "window probe (no data at acked_end - 1 = s0 + 1447): to the client at \
+                 c0 + 1447, as a spliced segment",
+                Hook::Ingress,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(1_001_447)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .options(opt::ts(200_150, S_TS)),
+                TC_ACT_REDIRECT,
+                Segment::new(VIP, CLIENT)
+                    .seq(5_001_447)
+                    .ack(C_ACK)
+                    .window(C_WINDOW)
+                    .options(opt::ts(500_150, TS_RECENT)),
+                (0x875e, 0x5021),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(bkey(), b)],
+            clients_after: vec![(ckey(), c)],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    ifindex: TEST_IFINDEX,
+                    flags: b.flags | fl::BROKEN,
+                    ..b
+                },
+            )],
+            ..row(
+                "segment straddling the region's end (s_end - 20, 64 bytes): dropped, \
+                 the backend connection marked broken (never reused)",
                 Hook::Ingress,
                 Segment::new(BACKEND, GATEWAY)
                     .seq(1_009_980)

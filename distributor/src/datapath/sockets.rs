@@ -22,6 +22,15 @@ const TCP_SEND_QUEUE: libc::c_int = 2;
 const TCPI_OPT_TIMESTAMPS: u8 = 1;
 const TCPI_OPT_SACK: u8 = 2;
 
+/// The `tcpi_state` values the control plane looks for
+/// (`include/net/tcp_states.h`).
+pub mod tcp_state {
+    /// The connection is gone (reset, or fully closed).
+    pub const CLOSE: u8 = 7;
+    /// The peer sent FIN.
+    pub const CLOSE_WAIT: u8 = 8;
+}
+
 /// The `TCP_INFO` fields the datapath uses.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Info {
@@ -39,6 +48,8 @@ pub struct Info {
     pub rcv_wnd: u32,
     /// Bytes written and not yet sent.
     pub notsent: u32,
+    /// `tcpi_state`, one of [`tcp_state`].
+    pub state: u8,
 }
 
 /// Offsets in the kernel's `struct tcp_info` (include/uapi/linux/tcp.h).
@@ -118,6 +129,7 @@ pub fn info(fd: &impl AsRawFd) -> io::Result<Info> {
         snd_mss: u32_at(&buf, off::SND_MSS),
         rcv_wnd: u32_at(&buf, off::RCV_WND),
         notsent: u32_at(&buf, off::NOTSENT),
+        state: buf[0],
     })
 }
 

@@ -250,12 +250,10 @@ pub struct ClientReg {
 }
 
 impl ClientReg {
-    /// Bytes spliced into this connection so far (to see progress).
-    pub fn bytes_spliced(&self) -> Option<u64> {
-        lock(&self.splice.flows_c)
-            .get(&self.key, 0)
-            .ok()
-            .map(|f| f.bytes_spliced)
+    /// This connection's flow entry as the datapath left it (progress:
+    /// `bytes_spliced`; the region in flight and how far it was sent).
+    pub fn flow(&self) -> Option<ClientFlow> {
+        lock(&self.splice.flows_c).get(&self.key, 0).ok()
     }
 }
 

@@ -7,7 +7,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use distributor_common::{flow::event, splice::relay};
+use distributor_common::{
+    flow::{ClientFlow, event, state as flow_state},
+    splice::{relay, seq::seq_lt},
+};
 use tokio::{
     io::{AsyncReadExt as _, AsyncWriteExt as _},
     net::TcpStream,
@@ -20,7 +23,10 @@ use super::{
     respond,
 };
 use crate::{
-    datapath::splice::{Armed, ClientReg, not_armed},
+    datapath::{
+        sockets::{self, tcp_state},
+        splice::{Armed, ClientReg, not_armed},
+    },
     http::{
         self, BodyFraming, ChunkedScanner, Parsed, RequestHead, ResponseHead, parse_request_head,
         parse_response_head,
@@ -32,6 +38,10 @@ use crate::{
 
 /// Read size for both sides.
 const CHUNK: usize = 64 * 1024;
+
+/// How often a spliced exchange looks at both sockets and the flow: a peer
+/// gone mid-response ends it then, not after the stall timer.
+const PEER_CHECK: Duration = Duration::from_millis(200);
 
 /// Whether the client connection goes on after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +121,7 @@ enum Exchange {
         conn: BackendConn,
         status: u16,
         len: u32,
+        reusable: bool,
     },
     /// The datapath may have sent part of a response: nothing can be
     /// written to the client any more; close it.
@@ -122,6 +133,7 @@ enum Decision {
     Spliced {
         status: u16,
         len: u32,
+        reusable: bool,
     },
     /// Relayed: the response is read from S as usual.
     Relay,
@@ -218,7 +230,12 @@ impl Client<'_> {
                     head,
                     after_head,
                 } => break (server, inflight, conn, head, after_head),
-                Exchange::Spliced { conn, status, len } => {
+                Exchange::Spliced {
+                    conn,
+                    status,
+                    len,
+                    reusable,
+                } => {
                     rec.backend_conn = Some(conn.id);
                     rec.reused = Some(conn.reused);
                     rec.status = status;
@@ -227,7 +244,9 @@ impl Client<'_> {
                     rec.path_reason = None;
                     // The head announced keep-alive and a length the client
                     // acknowledged in full: S is clean.
-                    server.conns.checkin(conn);
+                    if reusable {
+                        server.conns.checkin(conn);
+                    }
                     drop(inflight);
                     rec.t_done_ms = Some(ms(t0.elapsed()));
                     self.shared.metrics.record(&rec);
@@ -432,10 +451,19 @@ impl Client<'_> {
             }
             if let Some(a) = armed.as_mut() {
                 match self.await_decision(&conn, a, rec).await {
-                    Decision::Spliced { status, len } => {
+                    Decision::Spliced {
+                        status,
+                        len,
+                        reusable,
+                    } => {
                         rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
                         drop(armed);
-                        return Exchange::Spliced { conn, status, len };
+                        return Exchange::Spliced {
+                            conn,
+                            status,
+                            len,
+                            reusable,
+                        };
                     }
                     Decision::Broken(why) => return Exchange::Broken(why),
                     Decision::Relay => {}
@@ -540,10 +568,11 @@ impl Client<'_> {
             event::SPLICE => {
                 let status = u16::try_from(ev.reason).unwrap_or(0);
                 rec.status = status;
-                match self.await_done(a, ev.len).await {
-                    Ok(()) => Decision::Spliced {
+                match self.await_done(conn, a, ev.len).await {
+                    Ok(broken) => Decision::Spliced {
                         status,
                         len: ev.len,
+                        reusable: !broken,
                     },
                     Err(why) => Decision::Broken(why),
                 }
@@ -556,25 +585,69 @@ impl Client<'_> {
         }
     }
 
-    /// Waits until the client acknowledged the whole spliced response;
-    /// gives up after `response_body_idle` without progress.
-    async fn await_done(&self, a: &mut Armed, len: u32) -> Result<(), String> {
+    /// Waits until the client acknowledged the whole spliced response
+    /// (`Ok(true)`: the backend sent bytes past it, S must not be reused).
+    /// Gives up when a peer is gone mid-response, or after
+    /// `response_body_idle` without progress.
+    async fn await_done(
+        &self,
+        conn: &BackendConn,
+        a: &mut Armed,
+        len: u32,
+    ) -> Result<bool, String> {
         let idle = self.shared.timeouts.response_body_idle;
-        let mut last = None;
+        let mut last = self.flow().map(|f| f.bytes_spliced);
+        let mut progress_at = Instant::now();
+        let mut tick = tokio::time::interval(PEER_CHECK);
         loop {
-            match tokio::time::timeout(idle, a.next()).await {
-                Ok(Some(ev)) if ev.kind == event::DONE && ev.len == len => return Ok(()),
-                Ok(Some(ev)) => return Err(format!("unexpected splice event {}", ev.kind)),
-                Ok(None) => return Err("splice events closed".into()),
-                Err(_) => {
-                    let now = self.splice.as_ref().and_then(ClientReg::bytes_spliced);
-                    if now.is_none() || now == last {
+            tokio::select! {
+                ev = a.next() => {
+                    return match ev {
+                        Some(ev) if ev.kind == event::DONE && ev.len == len => Ok(ev.reason != 0),
+                        Some(ev) => Err(format!("unexpected splice event {}", ev.kind)),
+                        None => Err("splice events closed".into()),
+                    };
+                }
+                _ = tick.tick() => {
+                    let flow = self.flow();
+                    if let Some(why) = self.peer_gone(conn, flow) {
+                        return Err(why.into());
+                    }
+                    let now = flow.map(|f| f.bytes_spliced);
+                    if now.is_some() && now != last {
+                        last = now;
+                        progress_at = Instant::now();
+                    } else if progress_at.elapsed() >= idle {
                         return Err("spliced response stalled".into());
                     }
-                    last = now;
                 }
             }
         }
+    }
+
+    fn flow(&self) -> Option<ClientFlow> {
+        self.splice.as_ref().and_then(ClientReg::flow)
+    }
+
+    /// A peer that reset or closed while its region is in flight: the
+    /// client (any time), or the backend before the region was all sent.
+    fn peer_gone(&self, conn: &BackendConn, flow: Option<ClientFlow>) -> Option<&'static str> {
+        let state = |s: &TcpStream| sockets::info(s).map(|i| i.state);
+        if matches!(state(&self.stream), Ok(tcp_state::CLOSE) | Err(_)) {
+            return Some("client gone mid-response");
+        }
+        let unsent = flow.is_some_and(|f| {
+            f.state == flow_state::SPLICING && seq_lt(f.sent_end, f.region.c_end())
+        });
+        if unsent
+            && matches!(
+                state(&conn.stream),
+                Ok(tcp_state::CLOSE | tcp_state::CLOSE_WAIT) | Err(_)
+            )
+        {
+            return Some("backend gone mid-response");
+        }
+        None
     }
 
     /// Relays the response, and returns the backend connection to its pool
