@@ -123,6 +123,22 @@ when = {{ user = {{ from = "header", name = "x-user", regex = "^vip-" }} }}
         }
     }
 
+    /// `distributor flows --json` on this testbed's pins.
+    pub fn flows(&self) -> Result<serde_json::Value> {
+        let out = self.distributor_cli(&[
+            "flows",
+            "--json",
+            "--pin-dir",
+            &self.pin_dir().display().to_string(),
+        ])?;
+        anyhow::ensure!(
+            out.status.success(),
+            "distributor flows: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).context("flows json")
+    }
+
     /// `GET /metrics` from the admin endpoint.
     pub fn metrics(&self) -> Result<String> {
         self.gateway.run(

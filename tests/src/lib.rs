@@ -175,6 +175,63 @@ impl Testbed {
         Ok(())
     }
 
+    /// A pools config: one pool "all" of every backend, round robin, so
+    /// consecutive requests on one connection switch backends.
+    #[must_use]
+    pub fn round_robin_config(&self) -> String {
+        let servers: Vec<String> = self
+            .backends
+            .iter()
+            .map(|b| format!("{{ address = \"{}:{}\" }}", b.addr, b.port))
+            .collect();
+        format!(
+            "default_pool = \"all\"\n\n[[pools]]\nname = \"all\"\npolicy = \"round-robin\"\n\
+             servers = [{}]\n",
+            servers.join(", ")
+        )
+    }
+
+    /// The `nstat` counters among `names` that are not zero, on the client
+    /// and every backend, keyed `who:name`.
+    #[must_use]
+    pub fn nstat_nonzero(&self, names: &[&str]) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        let endpoints = std::iter::once(("client", &self.client))
+            .chain(self.backends.iter().map(|b| (b.name.as_str(), &b.ns)));
+        for (who, ns) in endpoints {
+            let counters = ns.nstat().expect("nstat");
+            for name in names {
+                let v = counters.get(*name).copied().unwrap_or(0);
+                if v != 0 {
+                    out.insert(format!("{who}:{name}"), v);
+                }
+            }
+        }
+        out
+    }
+
+    /// Asserts every response: status 200, a known backend, and the body's
+    /// length and sha256 against the object of `sizes[i]` that backend
+    /// serves.
+    pub fn check_bodies(&self, responses: &[Response], sizes: &[usize]) {
+        assert_eq!(responses.len(), sizes.len());
+        for (r, size) in responses.iter().zip(sizes) {
+            assert_eq!(r.status, 200, "{}", r.url);
+            let backend = self
+                .backend(r.backend())
+                .unwrap_or_else(|| panic!("{}: unknown backend {:?}", r.url, r.backend()));
+            let obj = backend.object(*size).expect("object");
+            assert_eq!(r.body.len(), *size, "{} from {}", r.url, r.backend());
+            assert_eq!(
+                r.sha256(),
+                obj.sha256,
+                "{} from {}: body differs",
+                r.url,
+                r.backend()
+            );
+        }
+    }
+
     /// Readies the peers for the `xdp` datapath mode's fast path, which
     /// redirects frames between veth links before any skb exists (`true`),
     /// or puts back the veth defaults (`false`):
@@ -237,6 +294,13 @@ impl Drop for Testbed {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
+}
+
+/// A counter of the `splice` section of `distributor stats --json` (0 when
+/// absent).
+#[must_use]
+pub fn splice_counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats["splice"][name].as_u64().unwrap_or(0)
 }
 
 /// Hex sha256 of `data`.

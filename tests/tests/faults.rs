@@ -27,7 +27,8 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, FlowKey};
 use distributor_tests::{
-    Backend, Daemon, Netns, Request, Testbed, TestbedConfig, VIP, pinned_map_id, programs_using_map,
+    Backend, Daemon, Netns, Request, Testbed, TestbedConfig, VIP, pinned_map_id,
+    programs_using_map, splice_counter,
 };
 use serde_json::Value;
 
@@ -76,30 +77,8 @@ fn all_backends(bed: &Testbed) -> String {
 
 // ---- reading the datapath's state ----------------------------------------
 
-/// `distributor flows --json`.
-fn flows(bed: &Testbed) -> Value {
-    let out = bed
-        .distributor_cli(&[
-            "flows",
-            "--json",
-            "--pin-dir",
-            &bed.pin_dir().display().to_string(),
-        ])
-        .expect("distributor flows");
-    assert!(
-        out.status.success(),
-        "distributor flows: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("flows json")
-}
-
 fn rows<'a>(flows: &'a Value, list: &str) -> &'a [Value] {
     flows[list].as_array().map_or(&[], Vec::as_slice)
-}
-
-fn splice_counter(stats: &Value, name: &str) -> u64 {
-    stats["splice"][name].as_u64().unwrap_or(0)
 }
 
 /// Polls `probe` every 50 ms until it gives `Some`, for at most `limit`;
@@ -157,7 +136,7 @@ fn assert_baseline(bed: &Testbed) {
     // A connection's entries go when its task ends, a moment after the
     // client's last byte: wait for that moment, generously.
     let settled = poll(Duration::from_secs(10), || {
-        let f = flows(bed);
+        let f = bed.flows().expect("distributor flows");
         let idle = metric_sum(bed, "backend_connections_idle");
         let open = metric_sum(bed, "backend_connections_open");
         (rows(&f, "clients").is_empty()
@@ -169,7 +148,7 @@ fn assert_baseline(bed: &Testbed) {
     let f = settled.unwrap_or_else(|| {
         panic!(
             "flow maps not at baseline: {:#}\nidle {} open {}\nconnections {:?}",
-            flows(bed),
+            bed.flows().expect("distributor flows"),
             metric_sum(bed, "backend_connections_idle"),
             metric_sum(bed, "backend_connections_open"),
             gateway_sockets(bed)
@@ -1003,7 +982,7 @@ fn client_goes_away_mid_response(then: Then) {
     let downloads: Vec<Download> = (0..6)
         .map(|_| Download::start(&bed, &format!("/obj/{BIG}"), Some(256 << 10), 512 << 10))
         .collect();
-    let f = flows(&bed);
+    let f = bed.flows().expect("distributor flows");
     let clients: BTreeSet<String> = downloads.iter().map(|d| d.local.to_string()).collect();
     let backends: BTreeSet<String> = downloads
         .iter()
@@ -1035,9 +1014,13 @@ fn client_goes_away_mid_response(then: Then) {
     }
 
     let cleaned = poll(PEER_GONE_GUARD, || {
-        leftovers(&flows(&bed), &clients, &backends)
-            .is_empty()
-            .then_some(())
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends,
+        )
+        .is_empty()
+        .then_some(())
     });
     let stats = bed.distributor_stats().expect("stats");
     assert_eq!(
@@ -1046,13 +1029,17 @@ fn client_goes_away_mid_response(then: Then) {
         "a response the client never received counted as acknowledged in full \
          (its backend connection then goes back to the pool mid-response): {:#}\nflows {:#}",
         stats["splice"],
-        flows(&bed)
+        bed.flows().expect("distributor flows")
     );
     assert!(
         cleaned.is_some(),
         "{PEER_GONE_GUARD:?} after the clients went away, the flow maps still hold their \
          entries: {:#?}",
-        leftovers(&flows(&bed), &clients, &backends)
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends
+        )
     );
     for rec in records_of(&bed, &clients, clients.len()) {
         assert_eq!(rec["path_taken"], "splice", "{rec}");
@@ -1123,7 +1110,7 @@ fn backend_killed_mid_response_closes_the_client_short_of_the_length() {
     let curl_out = bed.dir.join("curl.body");
     let curl = curl_spawn(&bed, &url, &curl_out);
     let f = poll(Duration::from_secs(10), || {
-        let f = flows(&bed);
+        let f = bed.flows().expect("distributor flows");
         let n = rows(&f, "clients")
             .iter()
             .filter(|r| r["state"] == "splicing")
@@ -1172,14 +1159,22 @@ fn backend_killed_mid_response_closes_the_client_short_of_the_length() {
     );
 
     let cleaned = poll(PEER_GONE_GUARD, || {
-        leftovers(&flows(&bed), &clients, &backends)
-            .is_empty()
-            .then_some(())
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends,
+        )
+        .is_empty()
+        .then_some(())
     });
     assert!(
         cleaned.is_some(),
         "{:#?}",
-        leftovers(&flows(&bed), &clients, &backends)
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends
+        )
     );
     for rec in records_of(&bed, &clients, 2) {
         assert_eq!(rec["path_taken"], "splice", "{rec}");
@@ -1219,7 +1214,7 @@ fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
         .expect("start distributor");
 
     let download = Download::start(&bed, &format!("/n/{SIZE}"), None, 64 << 10);
-    let f = flows(&bed);
+    let f = bed.flows().expect("distributor flows");
     let backends = BTreeSet::from([splicing_row(&f, download.local)]);
     let clients = BTreeSet::from([download.local.to_string()]);
     let r = download.finish(Then::ReadToEnd);
@@ -1240,14 +1235,22 @@ fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
         "the client connection ended {took:?} after the backend's RST"
     );
     let cleaned = poll(PEER_GONE_GUARD, || {
-        leftovers(&flows(&bed), &clients, &backends)
-            .is_empty()
-            .then_some(())
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends,
+        )
+        .is_empty()
+        .then_some(())
     });
     assert!(
         cleaned.is_some(),
         "{:#?}",
-        leftovers(&flows(&bed), &clients, &backends)
+        leftovers(
+            &bed.flows().expect("distributor flows"),
+            &clients,
+            &backends
+        )
     );
     let rec = &records_of(&bed, &clients, 1)[0];
     assert_eq!(rec["path_taken"], "splice", "{rec}");
@@ -1326,7 +1329,7 @@ fn backend_restarted_between_requests_is_reconnected() {
         .expect("start distributor");
     let s = Session::open(&bed);
     session_gets_objects(&s, b1, &[1 << 20, 1024]);
-    let before = flows(&bed);
+    let before = bed.flows().expect("distributor flows");
     assert_eq!(rows(&before, "backends").len(), 1, "{before:#}");
 
     kill_nginx(&b1.ns);
@@ -1343,7 +1346,7 @@ fn backend_restarted_between_requests_is_reconnected() {
         "the dead connection was used: {:#}",
         log[2]
     );
-    let after = flows(&bed);
+    let after = bed.flows().expect("distributor flows");
     assert_ne!(
         rows(&after, "backends")[0]["gateway"],
         rows(&before, "backends")[0]["gateway"],
@@ -1717,20 +1720,20 @@ fn flow_maps_return_to_baseline_when_connections_end() {
     // Baseline with the pool warm: no client flow, no arm, and one idle
     // backend flow per pooled connection.
     assert!(
-        !rows(&flows(&bed), "backends").is_empty(),
+        !rows(&bed.flows().expect("distributor flows"), "backends").is_empty(),
         "no pooled connection kept"
     );
     assert_baseline(&bed);
     // Once the pool closes its idle connections, their flows go too.
     let empty = poll(Duration::from_secs(10), || {
-        let f = flows(&bed);
+        let f = bed.flows().expect("distributor flows");
         (rows(&f, "backends").is_empty() && metric_sum(&bed, "backend_connections_open") == 0)
             .then_some(())
     });
     assert!(
         empty.is_some(),
         "backend flows outlived their connections: {:#}",
-        flows(&bed)
+        bed.flows().expect("distributor flows")
     );
     assert_baseline(&bed);
 }
@@ -1809,7 +1812,7 @@ fn sigterm_mid_splice_closes_the_client_cleanly_and_a_restart_splices_at_once() 
     assert_eq!(links.len(), 2 * bed.gateway_interfaces().len(), "{links:?}");
 
     let download = Download::start(&bed, &format!("/obj/{SIZE}"), None, 256 << 10);
-    splicing_row(&flows(&bed), download.local);
+    splicing_row(&bed.flows().expect("distributor flows"), download.local);
     let stopped_at = Instant::now();
     let status = gw
         .stop_with(libc::SIGTERM, Duration::from_secs(10))

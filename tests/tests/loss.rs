@@ -25,7 +25,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use distributor_tests::{Netns, Request, Response, Testbed, TestbedConfig, VIP, sha256_hex};
+use distributor_tests::{Netns, Request, Testbed, TestbedConfig, VIP, sha256_hex, splice_counter};
 use serde_json::Value;
 
 fn testbed(sizes: Vec<usize>) -> Testbed {
@@ -41,34 +41,11 @@ fn testbed(sizes: Vec<usize>) -> Testbed {
     .expect("building the testbed")
 }
 
-/// Round robin over all three backends, so consecutive requests on one
-/// connection switch backends.
-fn round_robin(bed: &Testbed) -> String {
-    let a = |i: usize| format!("{}:{}", bed.backends[i].addr, bed.backends[i].port);
-    format!(
-        "default_pool = \"all\"\n\n[[pools]]\nname = \"all\"\npolicy = \"round-robin\"\n\
-         servers = [{{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{}\" }}]\n",
-        a(0),
-        a(1),
-        a(2)
-    )
-}
-
 const NSTAT_ZERO: [&str; 3] = ["TcpInCsumErrors", "TcpExtPAWSEstab", "TcpExtTCPSACKDiscard"];
 
 /// The counters that must stay zero, for the client and every backend.
 fn nstat_bad(bed: &Testbed) -> BTreeMap<String, u64> {
-    let mut bad = BTreeMap::new();
-    for (who, ns) in endpoints(bed) {
-        let counters = ns.nstat().expect("nstat");
-        for name in NSTAT_ZERO {
-            let v = counters.get(name).copied().unwrap_or(0);
-            if v != 0 {
-                bad.insert(format!("{who}:{name}"), v);
-            }
-        }
-    }
-    bad
+    bed.nstat_nonzero(&NSTAT_ZERO)
 }
 
 /// The client's and the backends' namespaces, by name.
@@ -113,31 +90,6 @@ fn recovery_report(bed: &Testbed) -> BTreeMap<String, BTreeMap<String, u64>> {
             (who, picked)
         })
         .collect()
-}
-
-fn splice_counter(stats: &Value, name: &str) -> u64 {
-    stats["splice"][name].as_u64().unwrap_or(0)
-}
-
-/// Checks every response: status, backend, and the body's sha256 against
-/// the object that backend serves.
-fn check_bodies(bed: &Testbed, responses: &[Response], sizes: &[usize]) {
-    assert_eq!(responses.len(), sizes.len());
-    for (r, size) in responses.iter().zip(sizes) {
-        assert_eq!(r.status, 200, "{}", r.url);
-        let backend = bed
-            .backend(r.backend())
-            .unwrap_or_else(|| panic!("{}: unknown backend {:?}", r.url, r.backend()));
-        let obj = backend.object(*size).expect("object");
-        assert_eq!(r.body.len(), *size, "{} from {}", r.url, r.backend());
-        assert_eq!(
-            r.sha256(),
-            obj.sha256,
-            "{} from {}: body differs",
-            r.url,
-            r.backend()
-        );
-    }
 }
 
 // ---- loss and reordering -------------------------------------------------
@@ -330,7 +282,7 @@ fn lossy_links_deliver_every_response_byte_exact(offloads: bool, loss: u32, reor
         impair(&b.ns, loss, reorder);
     }
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
 
     // 4 sizes over 3 backends: every backend serves every size.
@@ -343,7 +295,7 @@ fn lossy_links_deliver_every_response_byte_exact(offloads: bool, loss: u32, reor
     let responses = bed.curl_requests(&requests).expect("curl");
     let took = t0.elapsed();
     let report = recovery_report(&bed);
-    check_bodies(&bed, &responses, &order);
+    bed.check_bodies(&responses, &order);
     assert_eq!(
         responses.iter().map(|r| r.new_connections).sum::<u32>(),
         1,
@@ -705,19 +657,6 @@ fn wait_window_closed(bed: &Testbed) {
     );
 }
 
-/// `distributor flows --json`.
-fn flows(bed: &Testbed) -> Value {
-    let out = bed
-        .distributor_cli(&[
-            "flows",
-            "--json",
-            "--pin-dir",
-            &bed.pin_dir().display().to_string(),
-        ])
-        .expect("flows");
-    serde_json::from_slice(&out.stdout).expect("flows json")
-}
-
 /// The client flow of `addr` (`client:port`).
 fn client_flow(flows: &Value, addr: &str) -> Value {
     flows["clients"]
@@ -755,7 +694,7 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
     let sizes = vec![1024, 64 << 10, 1 << 20, BIG];
     let bed = testbed(sizes);
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
 
     let slow = SlowClient::start(&bed, &format!("/obj/{BIG}"), 64 << 10);
@@ -769,7 +708,7 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
         .map(|s| Request::get(bed.vip_url(&format!("/obj/{s}"))))
         .collect();
     let responses = bed.curl_requests(&requests).expect("curl");
-    check_bodies(&bed, &responses, &fast);
+    bed.check_bodies(&responses, &fast);
     assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
 
     // ... all spliced and done, while the stalled response is still in
@@ -790,7 +729,7 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
         fast.len() as u64,
         "{stats:#}"
     );
-    let flows = flows(&bed);
+    let flows = bed.flows().expect("flows");
     let slow_flow = client_flow(&flows, &slow.addr());
     assert_eq!(slow_flow["state"], "splicing", "{flows:#}");
     assert!(
@@ -864,7 +803,7 @@ fn client_blackhole(bed: &Testbed, on: bool) {
 fn window_probes_cross_the_splice_when_the_window_update_is_lost() {
     let bed = testbed(vec![1024, BIG]);
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
     add_sink(&bed.client);
     bed.client
@@ -877,7 +816,7 @@ fn window_probes_cross_the_splice_when_the_window_update_is_lost() {
     if let Some(rest) = Duration::from_secs(1).checked_sub(slow.paused_at.elapsed()) {
         std::thread::sleep(rest);
     }
-    let flows_before = flows(&bed);
+    let flows_before = bed.flows().expect("flows");
     assert_eq!(
         client_flow(&flows_before, &slow.addr())["state"],
         "splicing",
@@ -898,7 +837,7 @@ fn window_probes_cross_the_splice_when_the_window_update_is_lost() {
             "the response never resumed after the lost window update ({e}): the backend's \
              window probes got no answer; {report:#?}\nflows before: {flows_before:#}\n\
              flows now: {:#}\nstats: {:#}",
-            flows(&bed),
+            bed.flows().expect("flows"),
             bed.distributor_stats().unwrap_or_default()
         )
     });

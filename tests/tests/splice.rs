@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use distributor_tests::{Request, Response, Testbed, TestbedConfig};
+use distributor_tests::{Request, Response, Testbed, TestbedConfig, splice_counter};
 use serde_json::Value;
 
 fn testbed(sizes: Vec<usize>) -> Testbed {
@@ -28,60 +28,11 @@ fn testbed(sizes: Vec<usize>) -> Testbed {
     .expect("building the testbed")
 }
 
-/// Round robin over all three backends, so consecutive requests on one
-/// connection switch backends.
-fn round_robin(bed: &Testbed) -> String {
-    let a = |i: usize| format!("{}:{}", bed.backends[i].addr, bed.backends[i].port);
-    format!(
-        "default_pool = \"all\"\n\n[[pools]]\nname = \"all\"\npolicy = \"round-robin\"\n\
-         servers = [{{ address = \"{}\" }}, {{ address = \"{}\" }}, {{ address = \"{}\" }}]\n",
-        a(0),
-        a(1),
-        a(2)
-    )
-}
-
 const NSTAT_ZERO: [&str; 3] = ["TcpInCsumErrors", "TcpExtPAWSEstab", "TcpExtTCPSACKDiscard"];
 
-/// The counters that must stay zero, for every namespace of the testbed.
+/// The counters that must stay zero, for the client and every backend.
 fn nstat_bad(bed: &Testbed) -> BTreeMap<String, u64> {
-    let mut bad = BTreeMap::new();
-    let mut check = |who: &str, ns: &distributor_tests::Netns| {
-        let counters = ns.nstat().expect("nstat");
-        for name in NSTAT_ZERO {
-            let v = counters.get(name).copied().unwrap_or(0);
-            if v != 0 {
-                bad.insert(format!("{who}:{name}"), v);
-            }
-        }
-    };
-    check("client", &bed.client);
-    for b in &bed.backends {
-        check(&b.name, &b.ns);
-    }
-    bad
-}
-
-fn splice_counter(stats: &Value, name: &str) -> u64 {
-    stats["splice"][name].as_u64().unwrap_or(0)
-}
-
-/// Checks every response: status, backend, and the body's sha256 against
-/// the object that backend serves.
-fn check_bodies(bed: &Testbed, responses: &[Response], sizes: &[usize]) {
-    for (r, size) in responses.iter().zip(sizes) {
-        assert_eq!(r.status, 200, "{}", r.url);
-        let backend = bed.backend(r.backend()).expect("known backend");
-        let obj = backend.object(*size).expect("object");
-        assert_eq!(r.body.len(), *size, "{} from {}", r.url, r.backend());
-        assert_eq!(
-            r.sha256(),
-            obj.sha256,
-            "{} from {}: body differs",
-            r.url,
-            r.backend()
-        );
-    }
+    bed.nstat_nonzero(&NSTAT_ZERO)
 }
 
 #[test]
@@ -89,7 +40,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
     let sizes = vec![1024, 65536, 1 << 20];
     let bed = testbed(sizes.clone());
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
 
     let order: Vec<usize> = (0..12).map(|i| sizes[i % sizes.len()]).collect();
@@ -98,7 +49,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
         .map(|s| Request::get(bed.vip_url(&format!("/obj/{s}"))))
         .collect();
     let responses = bed.curl_requests(&requests).expect("curl");
-    check_bodies(&bed, &responses, &order);
+    bed.check_bodies(&responses, &order);
     // One connection, and consecutive responses from different backends.
     assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
     for w in responses.windows(2) {
@@ -106,10 +57,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
     }
 
     let log = bed.access_log().expect("access log");
-    let paths: Vec<&str> = log
-        .iter()
-        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
-        .collect();
+    let paths = paths_taken(&log);
     assert_eq!(paths, vec!["splice"; order.len()], "{log:#?}");
 
     let stats = bed.distributor_stats().expect("stats");
@@ -130,7 +78,7 @@ fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
     let bed = testbed(sizes.clone());
     bed.xdp_peers(true).expect("peers ready for XDP");
     let _gw = bed
-        .start_distributor(&bed.proxy_config("xdp", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("xdp", &bed.round_robin_config()))
         .expect("start distributor");
 
     let order: Vec<usize> = (0..12).map(|i| sizes[i % sizes.len()]).collect();
@@ -139,16 +87,13 @@ fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
         .map(|s| Request::get(bed.vip_url(&format!("/obj/{s}"))))
         .collect();
     let responses = bed.curl_requests(&requests).expect("curl");
-    check_bodies(&bed, &responses, &order);
+    bed.check_bodies(&responses, &order);
     assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
     for w in responses.windows(2) {
         assert_ne!(w[0].backend(), w[1].backend());
     }
     let log = bed.access_log_at_least(order.len()).expect("access log");
-    let paths: Vec<&str> = log
-        .iter()
-        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
-        .collect();
+    let paths = paths_taken(&log);
     assert_eq!(paths, vec!["splice"; order.len()], "{log:#?}");
 
     let stats = bed.distributor_stats().expect("stats");
@@ -166,6 +111,13 @@ fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
 }
 
+/// Each access-log record's `path_taken`.
+fn paths_taken(log: &[Value]) -> Vec<&str> {
+    log.iter()
+        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
+        .collect()
+}
+
 /// (request, expected status, expected body size, expected path, reason)
 type Case<'a> = (Request, u16, Option<usize>, &'a str, Option<&'a str>);
 
@@ -174,7 +126,7 @@ fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
     let sizes = vec![1024, 65536, 1 << 20, 16 << 20, 64 << 20];
     let bed = testbed(sizes.clone());
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
 
     // (request, expected status, expected body size, expected path, reason);
@@ -258,15 +210,7 @@ fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
     );
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
     // Every flow entry went away with its connection (curl has exited).
-    let flows = bed
-        .distributor_cli(&[
-            "flows",
-            "--json",
-            "--pin-dir",
-            &bed.pin_dir().display().to_string(),
-        ])
-        .expect("flows");
-    let flows: Value = serde_json::from_slice(&flows.stdout).expect("flows json");
+    let flows = bed.flows().expect("flows");
     assert_eq!(flows["clients"], Value::Array(vec![]), "{flows:#}");
     assert_eq!(flows["arms"], Value::Array(vec![]), "{flows:#}");
 }
@@ -323,7 +267,7 @@ fn ping_pong(bed: &Testbed, requests: Vec<String>) -> Vec<String> {
 fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
     let bed = testbed(vec![1024]);
     let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &round_robin(&bed)))
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
         .expect("start distributor");
 
     let n = 30;
@@ -331,7 +275,7 @@ fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
         .map(|_| Request::get(bed.vip_url("/obj/1024")))
         .collect();
     let responses = bed.curl_requests(&requests).expect("curl");
-    check_bodies(&bed, &responses, &vec![1024; n]);
+    bed.check_bodies(&responses, &vec![1024; n]);
     assert_eq!(responses.iter().map(|r| r.new_connections).sum::<u32>(), 1);
     // HEAD responses are one segment each: the client's ACK of one waits
     // (delayed) and goes out on the next request.
@@ -350,10 +294,7 @@ fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
         );
     }
     let log = bed.access_log_at_least(2 * n).expect("access log");
-    let paths: Vec<&str> = log
-        .iter()
-        .map(|r| r["path_taken"].as_str().unwrap_or("-"))
-        .collect();
+    let paths = paths_taken(&log);
     assert_eq!(paths, vec!["splice"; 2 * n], "{log:#?}");
 
     let stats = bed.distributor_stats().expect("stats");
