@@ -38,7 +38,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::{
-        __sk_buff, BPF_F_INGRESS, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_OK, TC_ACT_SHOT,
+        BPF_F_INGRESS, BPF_F_PSEUDO_HDR, BPF_F_RECOMPUTE_CSUM, TC_ACT_OK, TC_ACT_SHOT,
         bpf_fib_lookup,
     },
     btf_maps::PerCpuArray,
@@ -637,11 +637,22 @@ fn to_socket_s(
     Ok(TC_ACT_OK)
 }
 
-/// The bytes of the response's first segment the head scan reads.
+/// Room for the payload bytes the head scan copies out of the segment
+/// ([`SCAN_MAX`] + 1): a power of two, at least twice that, so that
+/// offsets and lengths masked to half of it stay inside.
+const SCAN_BUF: usize = 8192;
+/// The first copy: most heads end within it; the rest of the scan window
+/// is copied only if the scanner gets that far.
+const SCAN_FIRST: u32 = 512;
+
+/// The head scan of the response's first segment: the payload bytes and
+/// the scanner, in this CPU's slot (far too big for the stack).
 #[repr(C)]
 struct Scan {
-    off: u32,
-    avail: u32,
+    /// Payload bytes in `buf` (from the payload's start).
+    loaded: u32,
+    /// The next byte to feed.
+    at: u32,
     scanner: HeadScanner,
     /// Set once the scanner gave a verdict: 1 splice, 2 relay. Plain
     /// integers: copying a `Verdict` copies undefined padding, which the
@@ -651,39 +662,37 @@ struct Scan {
     a: u32,
     /// Body length.
     body: u64,
+    buf: [u8; SCAN_BUF],
 }
 
 #[btf_map]
 static SCAN: PerCpuArray<Scan, 1> = PerCpuArray::new();
 
-/// `bpf_loop` callback: feeds payload byte `i` to the scanner.
-extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
-    // SAFETY: `ctx` points at the skb pointer on `decide`'s stack (the
-    // verifier tracks a context pointer spilled to the stack, not one
-    // stored in a map).
-    let skb = unsafe { *ctx.cast::<*mut __sk_buff>() };
-    let Some(s) = SCAN.get_ptr_mut(0) else {
-        return 1;
-    };
-    // SAFETY: this CPU's scan slot, set up by `decide` for this loop.
-    let s = unsafe { &mut *s };
-    let Ok(i) = u32::try_from(i) else { return 1 };
-    if i >= s.avail {
-        return 1;
-    }
-    let mut b = 0_u8;
-    // SAFETY: one byte into `b`.
-    let r = unsafe {
-        bpf_skb_load_bytes(
-            skb as *const c_void,
-            s.off.wrapping_add(i),
-            (&raw mut b).cast(),
-            1,
-        )
-    };
-    if r != 0 {
+/// `bpf_loop` callback: one step of the head scan over the copied bytes:
+/// a run of ignored bytes ([`HeadScanner::skip_run`]) where eight are
+/// there, then one byte. (Two steps a call would save half the calls,
+/// indirect ones and dear under retpolines, but exceed the verifier's
+/// budget.)
+extern "C" fn scan_step(_i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: `ctx` points at the pointer to this CPU's scan slot on
+    // `try_decide`'s stack, which outlives the loop.
+    let s = unsafe { &mut **ctx.cast::<*mut Scan>() };
+    let mut at = s.at as usize;
+    let loaded = s.loaded as usize;
+    if at >= SCAN_BUF / 2 {
         return 1;
     }
+    if at + 8 <= loaded
+        && let Ok(w) = <&[u8; 8]>::try_from(&s.buf[at..at + 8])
+    {
+        at += s.scanner.skip_run(w);
+    }
+    if at >= loaded || at >= SCAN_BUF / 2 {
+        s.at = at as u32;
+        return 1;
+    }
+    let b = s.buf[at];
+    s.at = at as u32 + 1;
     match s.scanner.feed(b) {
         Some(Verdict::Splice { head_len, body_len }) => {
             s.done = 1;
@@ -699,6 +708,48 @@ extern "C" fn scan_byte(i: u64, ctx: *mut c_void) -> i64 {
         }
         None => 0,
     }
+}
+
+/// Copies payload bytes `[from, to)` (`to` at most [`SCAN_MAX`] + 1) into
+/// the scan buffer and feeds them to the scanner.
+#[inline(always)]
+fn scan_bytes(ctx: &TcContext, seg: &Seg, scan: &mut Scan, from: u32, to: u32) -> Result<(), ()> {
+    let len_1 = to.wrapping_sub(from).wrapping_sub(1);
+    if from as usize > SCAN_MAX || len_1 as usize > SCAN_MAX {
+        return Err(());
+    }
+    // The masks change nothing (both values are below half the buffer)
+    // but show the verifier the bounds on the very registers passed:
+    // `from < SCAN_BUF / 2` and `1 <= len <= SCAN_BUF / 2`. `black_box`
+    // keeps the compiler from folding them away (it knows the values).
+    let half = (SCAN_BUF / 2 - 1) as u32;
+    let from = core::hint::black_box(from) & half;
+    let len = (core::hint::black_box(len_1) & half) + 1;
+    let dst = scan.buf[from as usize..].as_mut_ptr();
+    // SAFETY: `len` bytes from `from`, both at most half of `buf`.
+    let r = unsafe {
+        bpf_skb_load_bytes(
+            ctx.skb.skb as *const c_void,
+            seg.payload_off() as u32 + from,
+            dst.cast(),
+            len,
+        )
+    };
+    if r != 0 {
+        return Err(());
+    }
+    scan.loaded = to;
+    let mut slot: *mut Scan = scan;
+    // SAFETY: the callback reads the slot pointer through its context.
+    unsafe {
+        bpf_loop(
+            SCAN_MAX as u32 + 1,
+            scan_step as *mut c_void,
+            (&raw mut slot).cast(),
+            0,
+        );
+    }
+    Ok(())
 }
 
 /// The first response segment on an armed backend connection: splice or
@@ -759,23 +810,22 @@ fn try_decide(
     let scan = SCAN.get_ptr_mut(0).ok_or(())?;
     // SAFETY: this CPU's slot, used by this program run only.
     let scan = unsafe { &mut *scan };
-    scan.off = seg.payload_off() as u32;
-    scan.avail = avail;
+    scan.loaded = 0;
+    scan.at = 0;
     scan.scanner = HeadScanner::new(u32::from(arm.request), seg.payload_len);
     scan.done = 0;
     scan.a = 0;
     scan.body = 0;
-    // The loop context must be on the stack: it holds only the skb
-    // pointer; the callback finds the scan state in this CPU's SCAN slot.
-    let mut skb = ctx.skb.skb;
-    // SAFETY: the callback reads the skb pointer through its context.
-    unsafe {
-        bpf_loop(
-            SCAN_MAX as u32 + 1,
-            scan_byte as *mut c_void,
-            (&raw mut skb).cast(),
-            0,
-        );
+    let first = if avail > SCAN_FIRST {
+        SCAN_FIRST
+    } else {
+        avail
+    };
+    if scan_bytes(ctx, seg, scan, 0, first).is_err() {
+        return relay(relay::RELAY_HEAD_INCOMPLETE);
+    }
+    if scan.done == 0 && avail > first && scan_bytes(ctx, seg, scan, first, avail).is_err() {
+        return relay(relay::RELAY_HEAD_INCOMPLETE);
     }
     let verdict = match scan.done {
         1 => Verdict::Splice {

@@ -12,6 +12,7 @@ use std::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
     },
+    time::Duration,
 };
 
 use aya::maps::{HashMap, Map, MapData, MapError, RingBuf};
@@ -23,6 +24,11 @@ use tokio::{io::unix::AsyncFd, net::TcpStream, sync::mpsc};
 use tracing::{debug, warn};
 
 use super::sockets;
+
+/// How often the event reader looks at the ring without being woken: the
+/// latest a SPLICE event reaches its connection when no DONE follows soon
+/// (a long response). Nothing time-critical waits on it.
+const EVENTS_LOOK: Duration = Duration::from_millis(5);
 
 /// Why a request was not armed (its response is relayed); names as in the
 /// request record's `path_reason`.
@@ -96,31 +102,44 @@ impl Splice {
         Ok(splice)
     }
 
+    /// Hands the ring's events to their waiters: when the datapath wakes
+    /// the reader (RELAY, DONE), and every [`EVENTS_LOOK`] for the events
+    /// it writes without waking it (SPLICE: see the datapath's `report`).
     async fn read_events(&self, mut fd: AsyncFd<RingBuf<MapData>>) {
+        let mut look = tokio::time::interval(EVENTS_LOOK);
+        look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            let mut guard = match fd.readable_mut().await {
-                Ok(g) => g,
-                Err(e) => {
-                    warn!("splice event ring: {e}");
-                    return;
+            tokio::select! {
+                guard = fd.readable_mut() => {
+                    let mut guard = match guard {
+                        Ok(g) => g,
+                        Err(e) => {
+                            warn!("splice event ring: {e}");
+                            return;
+                        }
+                    };
+                    self.dispatch(guard.get_inner_mut());
+                    guard.clear_ready();
                 }
-            };
-            let ring = guard.get_inner_mut();
-            while let Some(item) = ring.next() {
-                if item.len() < size_of::<Event>() {
-                    continue;
-                }
-                // SAFETY: the datapath writes whole `Event`s (plain
-                // integers); read unaligned from the ring's bytes.
-                let ev = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
-                let tx = self.lock_waiters().get(&ev.id).cloned();
-                if let Some(tx) = tx {
-                    let _ = tx.send(ev);
-                } else {
-                    debug!(id = ev.id, kind = ev.kind, "splice event for no waiter");
-                }
+                _ = look.tick() => self.dispatch(fd.get_mut()),
             }
-            guard.clear_ready();
+        }
+    }
+
+    fn dispatch(&self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            if item.len() < size_of::<Event>() {
+                continue;
+            }
+            // SAFETY: the datapath writes whole `Event`s (plain integers);
+            // read unaligned from the ring's bytes.
+            let ev = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
+            let tx = self.lock_waiters().get(&ev.id).cloned();
+            if let Some(tx) = tx {
+                let _ = tx.send(ev);
+            } else {
+                debug!(id = ev.id, kind = ev.kind, "splice event for no waiter");
+            }
         }
     }
 
