@@ -109,7 +109,9 @@ impl Figures {
         self.foreign_cpu_s / self.seconds
     }
 
-    /// The eBPF datapath's nanoseconds per packet.
+    /// The eBPF datapath's nanoseconds per packet: all its programs' run
+    /// time over the packets that entered it (see
+    /// [`DatapathCost::ns_per_packet`]).
     pub fn datapath_ns_per_packet(&self) -> Option<f64> {
         self.datapath.as_ref()?.ns_per_packet()
     }
@@ -199,6 +201,9 @@ impl Run {
                 "wrk_backends": f.wrk_backends,
                 "served_by_backend": f.served,
                 "datapath_ns_per_packet": f.datapath_ns_per_packet(),
+                "datapath_entry_program": f.datapath.as_ref().and_then(DatapathCost::entry_program),
+                "datapath_packets": f.datapath.as_ref().map(DatapathCost::packets),
+                "datapath_run_time_ns": f.datapath.as_ref().map(DatapathCost::run_time_ns),
                 "datapath_programs": f.datapath.as_ref().map(DatapathCost::to_json),
             });
         }

@@ -51,6 +51,11 @@ pub struct Args {
     /// Seconds per measured run (default: 3 quick, 8 full).
     #[arg(long)]
     pub duration: Option<u64>,
+    /// These workloads instead of the mode's (comma-separated):
+    /// SIZE/cCONNS[/pDEPTH], SIZE in bytes or with k (KiB) or m (MiB),
+    /// e.g. 1k/c16,1m/c16,1k/c16/p8 (pipeline depth 8).
+    #[arg(long, value_delimiter = ',')]
+    pub workloads: Vec<Workload>,
 }
 
 /// What one invocation measures.
@@ -103,6 +108,18 @@ impl Settings {
                 }
             }
             ("full", 3, Duration::from_secs(2), 8, workloads)
+        };
+        let workloads = if args.workloads.is_empty() {
+            workloads
+        } else {
+            for (i, w) in args.workloads.iter().enumerate() {
+                anyhow::ensure!(
+                    !args.workloads[..i].contains(w),
+                    "--workloads names {} twice",
+                    w.label()
+                );
+            }
+            args.workloads.clone()
         };
         let reps = args.reps.unwrap_or(reps);
         let duration = args.duration.unwrap_or(duration);
@@ -264,6 +281,47 @@ fn utc_stamp(t: SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn settings(argv: &[&str]) -> Result<Settings> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: Args,
+        }
+        let cli = <Cli as clap::Parser>::try_parse_from([&["bench"], argv].concat())?;
+        Settings::new(&cli.args)
+    }
+
+    #[test]
+    fn workloads_replace_the_modes_list() {
+        let s = settings(&["--quick", "--workloads", "1m/c16,1k/c16/p8"]).unwrap();
+        assert_eq!(s.mode, "quick");
+        assert_eq!(
+            s.workloads,
+            [
+                Workload::new(1024 * 1024, 16),
+                Workload::pipelined(1024, 16, 8)
+            ]
+        );
+        assert_eq!(s.sizes(), [1024, 1024 * 1024]);
+        let full = settings(&["--workloads", "1k/c1", "--workloads", "64k/c256"]).unwrap();
+        assert_eq!(full.mode, "full");
+        assert_eq!(
+            full.workloads,
+            [Workload::new(1024, 1), Workload::new(64 * 1024, 256)]
+        );
+        assert_eq!(settings(&["--quick"]).unwrap().workloads.len(), 5);
+    }
+
+    #[test]
+    fn bad_workloads_are_refused() {
+        let e = settings(&["--workloads", "1m/c16,1x/c16"]).unwrap_err();
+        let text = format!("{e:#}");
+        assert!(text.contains("workload \"1x/c16\""), "{text}");
+        assert!(text.contains("SIZE/cCONNS[/pDEPTH]"), "{text}");
+        let e = settings(&["--workloads", "1k/c16,1024/c16"]).unwrap_err();
+        assert_eq!(format!("{e:#}"), "--workloads names 1 KiB c16 twice");
+    }
 
     #[test]
     fn utc_stamps() {

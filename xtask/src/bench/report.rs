@@ -108,7 +108,8 @@ struct Summary<'a> {
     p99_ms: Option<f64>,
     cpu_ms_per_10k: f64,
     cpu_s_per_gib: f64,
-    /// None: no eBPF programs (or their counters unread).
+    /// Median of the runs' [`Figures::datapath_ns_per_packet`]. None: no
+    /// eBPF programs, their counters unread, or no packet entered them.
     datapath_ns_per_packet: Option<f64>,
     /// Largest over the runs.
     peak_rss_bytes: Option<u64>,
@@ -304,11 +305,16 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
          CPUs: client, gateway, backends, and anything else running), per 10 000 responses' \
          worth of body bytes and per GiB of bodies.\n\
          - **ns/pkt**: what distributor's eBPF programs cost per packet, from the kernel's \
-         program statistics (`bpf_stats`, on for the benchmark): for each program, its run \
-         time over its run count during the measured run, summed over the programs (a packet \
-         the gateway forwards meets an ingress and an egress hook); per program in \
-         results.json (`datapath_programs`). \"–\": no eBPF programs (distributor-relay runs \
-         with the datapath off).\n\
+         program statistics (`bpf_stats`, on for the benchmark): the run time of all the \
+         instance's programs (`dist_xdp`, `dist_tc_in`, `dist_tc_out`) during the measured \
+         run, divided by the packets that entered the datapath: the run count of the entry \
+         program, `dist_xdp` when the instance has an XDP program (mode `xdp`), else \
+         `dist_tc_in`. Egress runs (`dist_tc_out`) add their time but no packets, so the \
+         figure can only overstate the cost. At TC a packet is one skb, which segmentation \
+         offload can make many segments long. Per program (runs, run time, ns per run) and \
+         the totals in results.json (`datapath_programs`, `datapath_entry_program`, \
+         `datapath_packets`, `datapath_run_time_ns`). \"–\": no eBPF programs \
+         (distributor-relay runs with the datapath off).\n\
          - **proxy cores**: the contender's own processes' CPU time over the run (near \
          {PROXY_THREADS}: the proxy alone is the bottleneck).\n\
          - **other cores**: CPU time of user-space processes outside the testbed over the \
@@ -326,8 +332,14 @@ fn markdown(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut sizes: Vec<usize> = settings.workloads.iter().map(|w| w.size).collect();
-    sizes.dedup();
+    // One section per size, in order of first appearance (`--workloads`
+    // may name sizes in any order).
+    let mut sizes: Vec<usize> = Vec::new();
+    for w in &settings.workloads {
+        if !sizes.contains(&w.size) {
+            sizes.push(w.size);
+        }
+    }
     for size in sizes {
         let _ = writeln!(md, "## {}\n", size_label(size));
         let _ = writeln!(

@@ -8,6 +8,10 @@
 /// checks statuses and the backends' access logs say who answered.
 pub const RECORD_MAX_SIZE: usize = 1024;
 
+/// The largest object `--workloads` accepts: every backend holds its own
+/// copy in memory, and the honesty guard fetches and hashes whole bodies.
+pub const MAX_SIZE: usize = 64 * 1024 * 1024;
+
 /// One row of the benchmark.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
@@ -149,6 +153,63 @@ end
     }
 }
 
+/// `SIZE/cCONNS[/pDEPTH]`, as `--workloads` takes it: `1k/c16`,
+/// `1m/c256`, `1k/c16/p8`. SIZE is bytes, or KiB with `k`, MiB with `m`.
+impl std::str::FromStr for Workload {
+    type Err = String;
+
+    fn from_str(spec: &str) -> Result<Self, String> {
+        let spec = spec.trim();
+        let bad = |why: &str| {
+            format!(
+                "workload {spec:?}: {why}; expected SIZE/cCONNS[/pDEPTH] with SIZE in bytes \
+                 or with k (KiB) or m (MiB), e.g. 1k/c16, 1m/c16, 1k/c16/p8"
+            )
+        };
+        let parts: Vec<&str> = spec.split('/').collect();
+        let (size, conns, depth) = match parts[..] {
+            [size, conns] => (size, conns, None),
+            [size, conns, depth] => (size, conns, Some(depth)),
+            _ => return Err(bad("not two or three parts separated by /")),
+        };
+        // A count: decimal digits only (no sign, no spaces), at least 1.
+        let count = |digits: &str| -> Option<u64> {
+            (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| digits.parse().ok())
+                .flatten()
+                .filter(|&n| n > 0)
+        };
+        let (digits, unit) = match size.as_bytes().last() {
+            Some(b'k' | b'K') => (&size[..size.len() - 1], 1024),
+            Some(b'm' | b'M') => (&size[..size.len() - 1], 1024 * 1024),
+            _ => (size, 1),
+        };
+        let size = count(digits)
+            .and_then(|n| usize::try_from(n).ok())
+            .and_then(|n| n.checked_mul(unit))
+            .ok_or_else(|| bad(&format!("size {size:?} is not a positive count")))?;
+        if size > MAX_SIZE {
+            return Err(bad(&format!(
+                "size above the largest object, {}",
+                size_label(MAX_SIZE)
+            )));
+        }
+        let prefixed = |part: &str, prefix: char, what: &str| -> Result<u32, String> {
+            part.strip_prefix(prefix)
+                .and_then(count)
+                .and_then(|n| u32::try_from(n).ok())
+                .ok_or_else(|| {
+                    bad(&format!(
+                        "{what} {part:?} is not {prefix} and a positive count"
+                    ))
+                })
+        };
+        let conns = prefixed(conns, 'c', "connections")?;
+        let depth = depth.map_or(Ok(1), |d| prefixed(d, 'p', "pipeline depth"))?;
+        Ok(Self::pipelined(size, conns, depth))
+    }
+}
+
 /// `1 KiB`, `64 KiB`, `1 MiB`, `16 MiB`.
 pub fn size_label(size: usize) -> String {
     const KIB: usize = 1024;
@@ -158,5 +219,55 @@ pub fn size_label(size: usize) -> String {
         format!("{} KiB", size / KIB)
     } else {
         format!("{size} B")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_specs_parse() {
+        let parse = |s: &str| s.parse::<Workload>();
+        assert_eq!(parse("1k/c16"), Ok(Workload::new(1024, 16)));
+        assert_eq!(parse("1m/c16"), Ok(Workload::new(1024 * 1024, 16)));
+        assert_eq!(parse("1k/c16/p8"), Ok(Workload::pipelined(1024, 16, 8)));
+        assert_eq!(parse("64K/c256"), Ok(Workload::new(64 * 1024, 256)));
+        assert_eq!(parse("16M/c1/p1"), Ok(Workload::new(16 * 1024 * 1024, 1)));
+        assert_eq!(parse("100/c2"), Ok(Workload::new(100, 2)));
+        assert_eq!(parse(" 1k/c16 "), Ok(Workload::new(1024, 16)));
+        assert_eq!(parse("64m/c1"), Ok(Workload::new(MAX_SIZE, 1)));
+        assert_eq!(parse("1k/c16/p8").unwrap().label(), "1 KiB c16 p8");
+        assert_eq!(parse("1m/c16").unwrap().label(), "1 MiB c16");
+    }
+
+    #[test]
+    fn bad_workload_specs_say_what_is_wrong() {
+        let err = |s: &str| s.parse::<Workload>().unwrap_err();
+        for (spec, why) in [
+            ("", "not two or three parts"),
+            ("1k", "not two or three parts"),
+            ("1k/c16/p8/x", "not two or three parts"),
+            ("1g/c16", "size \"1g\""),
+            ("k/c16", "size \"k\""),
+            ("0k/c16", "size \"0k\""),
+            ("-1k/c16", "size \"-1k\""),
+            ("1.5m/c16", "size \"1.5m\""),
+            ("1kb/c16", "size \"1kb\""),
+            ("65m/c1", "above the largest object, 64 MiB"),
+            ("99999999999999999999/c1", "not a positive count"),
+            ("1k/16", "connections \"16\" is not c"),
+            ("1k/c", "connections \"c\""),
+            ("1k/c0", "connections \"c0\""),
+            ("1k/c+1", "connections \"c+1\""),
+            ("1k/c99999999999", "connections"),
+            ("1k/c16/8", "pipeline depth \"8\" is not p"),
+            ("1k/c16/p0", "pipeline depth \"p0\""),
+            ("1k/p8/c16", "connections \"p8\""),
+        ] {
+            let e = err(spec);
+            assert!(e.contains(why), "{spec:?}: {e}");
+            assert!(e.contains("expected SIZE/cCONNS[/pDEPTH]"), "{spec:?}: {e}");
+        }
     }
 }
