@@ -1,17 +1,24 @@
-//! `BPF_PROG_TEST_RUN` fixtures for the TC splice programs (`dist_tc_in`,
-//! `dist_tc_out`): a table row is map state before, one input frame, and
-//! the expected verdict, output bytes, mark, map state after and ring-buffer
-//! events. [`run_table`] runs every row of a table and reports every row
-//! that differs, so one failing row does not hide the others.
+//! `BPF_PROG_TEST_RUN` fixtures for the splice programs (TC: `dist_tc_in`,
+//! `dist_tc_out`; XDP: `dist_xdp`): a table row is map state before, one
+//! input frame, and the expected verdict, output bytes, mark, map state
+//! after, ring-buffer events and (optionally) splice counters. [`run_table`]
+//! runs every row of a table and reports every row that differs, so one
+//! failing row does not hide the others.
 //!
 //! Independence from the code under test: frames are built here
 //! ([`Segment::frame`]) with their IPv4 and TCP checksums computed by full
 //! RFC 1071 recomputation over the IPv4 header and over the pseudo-header
 //! plus the whole TCP segment ([`ipv4_checksum`], [`tcp_checksum`]), never
-//! by the incremental updates the datapath uses. The kernel runs the
-//! program on a `CHECKSUM_NONE` skb, so the program's incremental updates
-//! must leave a checksum equal to a full recomputation; each row also
-//! carries the expected checksums written out literally.
+//! by the incremental updates the datapath uses. The kernel runs a TC
+//! program on a `CHECKSUM_NONE` skb, and an XDP program on the bare frame,
+//! so the program's incremental updates must leave a checksum equal to a
+//! full recomputation; each row also carries the expected checksums
+//! written out literally.
+//!
+//! The XDP fast path looks the client's next hop up in the FIB
+//! (`bpf_fib_lookup`) and writes the Ethernet addresses it returns; its
+//! rows need a route and a neighbour entry in the test namespace:
+//! [`Datapath::add_veth`] and [`Datapath::add_neighbour`] make them there.
 //!
 //! The object is the one `distributor/build.rs` publishes at
 //! `<target>/bpf/distributor.bpf.o` (`cargo build -p distributor`);
@@ -20,15 +27,17 @@
 use std::{
     fmt,
     net::{Ipv4Addr, SocketAddrV4},
+    os::unix::fs::MetadataExt as _,
     path::PathBuf,
+    process::Command,
 };
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::{HashMap, MapData, RingBuf},
-    programs::{SchedClassifier, TestRun as _, TestRunOptions},
+    maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
+    programs::{SchedClassifier, TestRun as _, TestRunOptions, TestRunResult, Xdp},
 };
-use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey};
+use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, counter};
 
 /// `TC_ACT_OK`: the packet continues (to the stack on ingress, to the wire
 /// on egress).
@@ -38,6 +47,11 @@ pub const TC_ACT_SHOT: i32 = 2;
 /// `TC_ACT_REDIRECT`: what `bpf_redirect_neigh` returns; the packet goes
 /// out of another interface.
 pub const TC_ACT_REDIRECT: i32 = 7;
+/// `XDP_PASS`: the frame goes on to the stack (and the TC programs).
+pub const XDP_PASS: i32 = 2;
+/// `XDP_REDIRECT`: what `bpf_redirect` returns in XDP; the frame goes out
+/// of another interface.
+pub const XDP_REDIRECT: i32 = 4;
 
 /// TCP header flag bits (byte 13 of the header).
 pub mod tcp_flags {
@@ -105,11 +119,17 @@ pub mod opt {
 }
 
 /// Ethernet + IPv4 (no options) + TCP, as the fields a fixture sets. The
-/// Ethernet addresses, IP id, TTL and DF flag are fixed: the datapath
-/// never changes them (the kernel's neighbour code writes the MACs after a
-/// `bpf_redirect_neigh`, outside the program).
+/// IP id, TTL and DF flag are fixed: the datapath never changes them. The
+/// Ethernet addresses default to fixed ones: the TC programs never change
+/// them (the kernel's neighbour code writes the MACs after a
+/// `bpf_redirect_neigh`, outside the program), the XDP program writes the
+/// ones its FIB lookup returns ([`Segment::macs`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Segment {
+    /// Ethernet destination.
+    pub eth_dst: [u8; 6],
+    /// Ethernet source.
+    pub eth_src: [u8; 6],
     /// Source address and port.
     pub src: SocketAddrV4,
     /// Destination address and port.
@@ -142,6 +162,8 @@ impl Segment {
     #[must_use]
     pub const fn new(src: SocketAddrV4, dst: SocketAddrV4) -> Self {
         Self {
+            eth_dst: DST_MAC,
+            eth_src: SRC_MAC,
             src,
             dst,
             seq: 0,
@@ -151,6 +173,14 @@ impl Segment {
             options: Vec::new(),
             payload: Vec::new(),
         }
+    }
+
+    /// Sets the Ethernet destination and source.
+    #[must_use]
+    pub const fn macs(mut self, dst: [u8; 6], src: [u8; 6]) -> Self {
+        self.eth_dst = dst;
+        self.eth_src = src;
+        self
     }
 
     /// Sets the sequence number.
@@ -207,8 +237,8 @@ impl Segment {
         let tcp_len = 20 + self.options.len();
         let tot_len = u16::try_from(IP_HLEN + tcp_len + self.payload.len()).expect("frame size");
         let mut f = Vec::with_capacity(ETH_HLEN + usize::from(tot_len));
-        f.extend_from_slice(&DST_MAC);
-        f.extend_from_slice(&SRC_MAC);
+        f.extend_from_slice(&self.eth_dst);
+        f.extend_from_slice(&self.eth_src);
         f.extend_from_slice(&0x0800_u16.to_be_bytes());
         // IPv4: version 4, IHL 5, DF, protocol TCP, checksum below.
         f.extend_from_slice(&[0x45, 0]);
@@ -246,6 +276,7 @@ impl Segment {
         let be16 = |at: usize| u16::from_be_bytes([f[at], f[at + 1]]);
         let be32 = |at: usize| u32::from_be_bytes([f[at], f[at + 1], f[at + 2], f[at + 3]]);
         let addr = |at: usize| Ipv4Addr::new(f[at], f[at + 1], f[at + 2], f[at + 3]);
+        let mac = |at: usize| -> [u8; 6] { f[at..at + 6].try_into().expect("6 bytes") };
         let tot_len = usize::from(be16(ETH_HLEN + 2));
         let thl = usize::from(f[TCP_OFF + 12] >> 4) * 4;
         let end = ETH_HLEN + tot_len;
@@ -253,6 +284,8 @@ impl Segment {
             return None;
         }
         Some(Self {
+            eth_dst: mac(0),
+            eth_src: mac(6),
             src: SocketAddrV4::new(addr(ETH_HLEN + 12), be16(TCP_OFF)),
             dst: SocketAddrV4::new(addr(ETH_HLEN + 16), be16(TCP_OFF + 2)),
             seq: be32(TCP_OFF + 4),
@@ -269,13 +302,36 @@ impl fmt::Display for Segment {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} -> {} seq {:#010x} ack {:#010x} flags {:#04x} win {:#06x} opts [",
-            self.src, self.dst, self.seq, self.ack, self.flags, self.window
+            "[{} -> {}] {} -> {} seq {:#010x} ack {:#010x} flags {:#04x} win {:#06x} opts [",
+            Mac(self.eth_src),
+            Mac(self.eth_dst),
+            self.src,
+            self.dst,
+            self.seq,
+            self.ack,
+            self.flags,
+            self.window
         )?;
         for b in &self.options {
             write!(f, "{b:02x}")?;
         }
         write!(f, "] payload {} bytes", self.payload.len())
+    }
+}
+
+/// An Ethernet address, printed `02:00:00:00:00:01`.
+#[derive(Clone, Copy)]
+pub struct Mac(pub [u8; 6]);
+
+impl fmt::Display for Mac {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(":")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
     }
 }
 
@@ -352,6 +408,9 @@ pub enum Hook {
     Ingress,
     /// `dist_tc_out`: a segment a gateway socket sends.
     Egress,
+    /// `dist_xdp`: a frame arriving at the gateway, before any skb (the
+    /// `xdp` datapath mode's fast path).
+    Xdp,
 }
 
 impl Hook {
@@ -359,6 +418,7 @@ impl Hook {
         match self {
             Self::Ingress => "dist_tc_in",
             Self::Egress => "dist_tc_out",
+            Self::Xdp => "dist_xdp",
         }
     }
 }
@@ -370,7 +430,7 @@ pub struct Outcome {
     pub verdict: i32,
     /// The frame after the program.
     pub frame: Vec<u8>,
-    /// `skb->mark` after the program.
+    /// `skb->mark` after the program (0 for XDP, which has none).
     pub mark: u32,
 }
 
@@ -378,12 +438,51 @@ pub struct Outcome {
 const SKB_CTX_LEN: usize = 192;
 /// `offsetof(struct __sk_buff, mark)`.
 const SKB_CTX_MARK: usize = 8;
+/// `sizeof(struct xdp_md)` (uapi `linux/bpf.h`: `data`, `data_end`,
+/// `data_meta`, `ingress_ifindex`, `rx_queue_index`, `egress_ifindex`).
+const XDP_MD_LEN: usize = 24;
+/// `offsetof(struct xdp_md, data_end)`: `BPF_PROG_TEST_RUN` wants the
+/// frame's length there (and no metadata: `data` and `data_meta` 0).
+const XDP_MD_DATA_END: usize = 4;
 
-/// The loaded object: both TC programs loaded (not attached) and the maps
-/// the fixtures fill. Each test function loads its own, so parallel tests
-/// never share map state.
+/// The loaded object: the TC programs and the XDP program loaded (not
+/// attached) and the maps the fixtures fill. Each test function loads its
+/// own, so parallel tests never share map state.
 pub struct Datapath {
     ebpf: Ebpf,
+    /// (device, inode) of the network namespace [`Datapath::load`] made;
+    /// commands that configure it check they run there.
+    netns: (u64, u64),
+}
+
+/// A veth pair in the test namespace: `name` (the gateway's side: its
+/// address, MAC and ifindex are what the XDP rows' FIB lookups see) and
+/// `peer` (the far side, up so the link has carrier).
+#[derive(Clone, Copy, Debug)]
+pub struct Veth {
+    /// The gateway's end.
+    pub name: &'static str,
+    /// Its interface index (set explicitly, so rows can name it).
+    pub ifindex: u32,
+    /// Its Ethernet address (the `smac` of a lookup through it).
+    pub mac: [u8; 6],
+    /// Its address; the prefix is routed through it.
+    pub addr: Ipv4Addr,
+    /// The prefix length of `addr`.
+    pub prefix: u8,
+    /// The far end.
+    pub peer: &'static str,
+    /// The far end's interface index.
+    pub peer_ifindex: u32,
+    /// The far end's Ethernet address.
+    pub peer_mac: [u8; 6],
+}
+
+/// The (device, inode) of the calling thread's network namespace.
+fn thread_netns() -> (u64, u64) {
+    let m = std::fs::metadata("/proc/thread-self/ns/net")
+        .unwrap_or_else(|e| panic!("/proc/thread-self/ns/net: {e}"));
+    (m.dev(), m.ino())
 }
 
 impl Datapath {
@@ -409,8 +508,11 @@ impl Datapath {
     /// a program run may send a copy of its packet into the device's
     /// ingress (`bpf_clone_redirect`), and that device must be this
     /// namespace's loopback (down: the copy is dropped), never the host's.
+    /// The XDP program's FIB lookups also see only this namespace's
+    /// interfaces, routes and neighbours.
     #[must_use]
     pub fn load() -> Self {
+        let before = thread_netns();
         // SAFETY: affects only the calling thread's namespaces.
         let r = unsafe { libc::unshare(libc::CLONE_NEWNET) };
         assert!(
@@ -418,6 +520,8 @@ impl Datapath {
             "unshare(CLONE_NEWNET): {}",
             std::io::Error::last_os_error()
         );
+        let netns = thread_netns();
+        assert_ne!(before, netns, "unshare(CLONE_NEWNET) left the namespace");
         let path = Self::object_path();
         let bytes = std::fs::read(&path).unwrap_or_else(|e| {
             panic!(
@@ -444,7 +548,83 @@ impl Datapath {
             prog.load()
                 .unwrap_or_else(|e| panic!("verifying {name}: {e:?}"));
         }
-        Self { ebpf }
+        let name = Hook::Xdp.program();
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("no program {name} in the object"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+        prog.load()
+            .unwrap_or_else(|e| panic!("verifying {name}: {e:?}"));
+        Self { ebpf, netns }
+    }
+
+    /// Runs `ip args` in the test namespace (a child of the calling
+    /// thread inherits its namespace); panics unless it succeeds.
+    fn ip(&self, args: &[&str]) {
+        assert_eq!(
+            thread_netns(),
+            self.netns,
+            "network setup from a thread outside the test namespace (call it from \
+             the thread that loaded)"
+        );
+        crate::netns::run(Command::new("ip").args(args))
+            .unwrap_or_else(|e| panic!("test namespace setup: {e:#}"));
+    }
+
+    /// Creates `link` in the test namespace, both ends up, the address on
+    /// the gateway's end (which routes its prefix there) and forwarding on
+    /// (`bpf_fib_lookup` answers `FWD_DISABLED` for an input interface
+    /// without it).
+    pub fn add_veth(&self, link: &Veth) {
+        let (ifindex, peer_ifindex) = (link.ifindex.to_string(), link.peer_ifindex.to_string());
+        let (mac, peer_mac) = (Mac(link.mac).to_string(), Mac(link.peer_mac).to_string());
+        self.ip(&[
+            "link",
+            "add",
+            link.name,
+            "index",
+            &ifindex,
+            "address",
+            &mac,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            link.peer,
+            "index",
+            &peer_ifindex,
+            "address",
+            &peer_mac,
+        ]);
+        let addr = format!("{}/{}", link.addr, link.prefix);
+        self.ip(&["addr", "add", &addr, "dev", link.name]);
+        self.ip(&["link", "set", link.peer, "up"]);
+        self.ip(&["link", "set", link.name, "up"]);
+        assert_eq!(
+            thread_netns(),
+            self.netns,
+            "forwarding outside the test namespace"
+        );
+        // /proc/sys/net is the opening thread's namespace's.
+        let path = format!("/proc/sys/net/ipv4/conf/{}/forwarding", link.name);
+        std::fs::write(&path, "1").unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+
+    /// A permanent neighbour entry: `addr` is at `mac` on `dev`.
+    pub fn add_neighbour(&self, dev: &str, addr: Ipv4Addr, mac: [u8; 6]) {
+        let (addr, mac) = (addr.to_string(), Mac(mac).to_string());
+        self.ip(&[
+            "neigh",
+            "add",
+            &addr,
+            "lladdr",
+            &mac,
+            "dev",
+            dev,
+            "nud",
+            "permanent",
+        ]);
     }
 
     fn hash<K: aya::Pod, V: aya::Pod>(&mut self, name: &str) -> HashMap<&mut MapData, K, V> {
@@ -455,7 +635,8 @@ impl Datapath {
         HashMap::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"))
     }
 
-    /// Empties the flow maps and the event ring buffer.
+    /// Empties the flow maps and the event ring buffer, zeroes the splice
+    /// counters.
     pub fn reset(&mut self) {
         fn clear<V: aya::Pod>(dp: &mut Datapath, name: &str) {
             let mut m = dp.hash::<FlowKey, V>(name);
@@ -469,6 +650,38 @@ impl Datapath {
         clear::<BackendFlow>(self, flow::FLOWS_S);
         clear::<Arm>(self, flow::ARMS);
         let _ = self.take_events();
+        let mut stats = self.stats();
+        let cpus = aya::util::nr_cpus().expect("number of possible CPUs");
+        for i in 0..counter::LEN {
+            let zero = PerCpuValues::try_from(vec![0_u64; cpus]).expect("one value per CPU");
+            stats
+                .set(i, zero, 0)
+                .unwrap_or_else(|e| panic!("zeroing {}[{i}]: {e}", flow::SPLICE_STATS));
+        }
+    }
+
+    fn stats(&mut self) -> PerCpuArray<&mut MapData, u64> {
+        let name = flow::SPLICE_STATS;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("no map {name} in the object"));
+        PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"))
+    }
+
+    /// The splice counters (`SPLICE_STATS`, indexed by `counter::*`),
+    /// summed over CPUs.
+    pub fn counters(&mut self) -> Vec<u64> {
+        let stats = self.stats();
+        (0..counter::LEN)
+            .map(|i| {
+                stats
+                    .get(&i, 0)
+                    .unwrap_or_else(|e| panic!("reading {}[{i}]: {e}", flow::SPLICE_STATS))
+                    .iter()
+                    .sum()
+            })
+            .collect()
     }
 
     /// Inserts (or replaces) a `FLOWS_C` entry.
@@ -542,12 +755,23 @@ impl Datapath {
         out
     }
 
-    /// Runs `hook`'s program once on `frame` with `skb->mark = mark`
-    /// (`BPF_PROG_TEST_RUN`; the skb is linear and `CHECKSUM_NONE`, its
-    /// device the loopback of the namespace [`Datapath::load`] made, so
-    /// `skb->ifindex` is 1). Call it from the thread that loaded.
+    /// Runs `hook`'s program once on `frame` (`BPF_PROG_TEST_RUN`). Call
+    /// it from the thread that loaded.
+    ///
+    /// TC: with `skb->mark = mark`; the skb is linear and `CHECKSUM_NONE`,
+    /// its device the loopback of the namespace [`Datapath::load`] made, so
+    /// `skb->ifindex` is 1.
+    ///
+    /// XDP: `mark` must be 0 (XDP has none); the frame arrives on that
+    /// loopback's receive queue (`ingress_ifindex` 0 in `xdp_md` means it),
+    /// with no metadata. A redirect is only the verdict: the run does not
+    /// transmit.
     #[must_use]
     pub fn run(&self, hook: Hook, frame: &[u8], mark: u32) -> Outcome {
+        if hook == Hook::Xdp {
+            assert_eq!(mark, 0, "an XDP run has no mark");
+            return self.run_xdp(frame);
+        }
         let name = hook.program();
         let prog: &SchedClassifier = self
             .ebpf
@@ -568,16 +792,47 @@ impl Datapath {
                 ..TestRunOptions::new()
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
-        data_out.truncate(usize::try_from(r.data_size_out).expect("size"));
         Outcome {
-            verdict: i32::from_ne_bytes(r.return_value.to_ne_bytes()),
-            frame: data_out,
             mark: u32::from_ne_bytes(
                 ctx_out[SKB_CTX_MARK..SKB_CTX_MARK + 4]
                     .try_into()
                     .expect("4 bytes"),
             ),
+            ..outcome(&r, data_out)
         }
+    }
+
+    fn run_xdp(&self, frame: &[u8]) -> Outcome {
+        let name = Hook::Xdp.program();
+        let prog: &Xdp = self
+            .ebpf
+            .program(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not an XDP program: {e}"));
+        let mut ctx_in = [0_u8; XDP_MD_LEN];
+        let len = u32::try_from(frame.len()).expect("frame size");
+        ctx_in[XDP_MD_DATA_END..XDP_MD_DATA_END + 4].copy_from_slice(&len.to_ne_bytes());
+        let mut data_out = vec![0_u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                ctx_in: Some(&ctx_in),
+                ..TestRunOptions::new()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
+        outcome(&r, data_out)
+    }
+}
+
+/// A run's verdict and frame (no mark).
+fn outcome(r: &TestRunResult, mut data_out: Vec<u8>) -> Outcome {
+    data_out.truncate(usize::try_from(r.data_size_out).expect("size"));
+    Outcome {
+        verdict: i32::from_ne_bytes(r.return_value.to_ne_bytes()),
+        frame: data_out,
+        mark: 0,
     }
 }
 
@@ -614,6 +869,10 @@ pub struct Fixture {
     pub arms_after: Vec<(FlowKey, Arm)>,
     /// The ring-buffer events the run reports, in order.
     pub events: Vec<Event>,
+    /// The splice counters after the row (zeroed before it), as
+    /// `(counter::*, value)` for every non-zero one: every other counter
+    /// must be 0. `None`: not checked.
+    pub counters: Option<Vec<(u32, u64)>>,
     /// Set on a row that shows a known datapath bug: what is wrong and
     /// where. The row states the correct behaviour and keeps failing until
     /// the bug is fixed; the failure report names the bug.
@@ -714,7 +973,26 @@ pub fn run_fixture(dp: &mut Datapath, fx: &Fixture) -> Vec<String> {
     if events != fx.events {
         errs.push(format!("events: got {events:?}, expected {:?}", fx.events));
     }
+    if let Some(want) = &fx.counters {
+        compare_counters(&mut errs, &dp.counters(), want);
+    }
     errs
+}
+
+fn compare_counters(errs: &mut Vec<String>, got: &[u64], want: &[(u32, u64)]) {
+    let name = |i: u32| {
+        if i < counter::COUNT {
+            counter::name(i).to_owned()
+        } else {
+            format!("relay reason {}", i - counter::RELAY_BASE)
+        }
+    };
+    for (i, &g) in (0_u32..).zip(got) {
+        let w = want.iter().find(|(c, _)| *c == i).map_or(0, |(_, v)| *v);
+        if g != w {
+            errs.push(format!("counter {} ({i}): got {g}, expected {w}", name(i)));
+        }
+    }
 }
 
 /// Runs every row of a table on one loaded datapath and panics listing

@@ -1,7 +1,9 @@
 //! `BPF_PROG_TEST_RUN` fixture tables for the TC splice programs
-//! (`distributor-ebpf/src/splice.rs`): one table per rewrite; each row is
-//! map state before, an input frame, and the expected verdict, output bytes
-//! (checksums written out), mark, map state after and events.
+//! (`distributor-ebpf/src/splice.rs`) and the XDP fast path
+//! (`distributor-ebpf/src/splice_xdp.rs`): one table per rewrite; each row
+//! is map state before, an input frame, and the expected verdict, output
+//! bytes (checksums written out), mark, map state after and events (and,
+//! for XDP, the splice counters).
 //!
 //! Expected numbers are worked out by hand in the rows' comments, not with
 //! `distributor_common::splice`; frames and their checksums come from
@@ -18,7 +20,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use distributor_common::{
     flow::{
         ACK_TO_BACKEND_MARK, ACK_TO_S_MARK, Arm, BackendFlow, ClientFlow, Event, FlowKey,
-        SPLICED_MARK, event, flags as fl, state,
+        SPLICED_MARK, counter, event, flags as fl, state,
     },
     splice::{
         relay,
@@ -27,8 +29,8 @@ use distributor_common::{
     },
 };
 use distributor_tests::progtest::{
-    Datapath, Fixture, Hook, Segment, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, flow_key, opt,
-    run_table, tcp_flags,
+    Datapath, Fixture, Hook, Segment, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, Veth, XDP_PASS,
+    XDP_REDIRECT, flow_key, opt, run_table, tcp_flags,
 };
 
 /// The client and the virtual IP it talks to.
@@ -186,7 +188,8 @@ fn ev(id: u64, kind: u32, reason: u32, len: u32) -> Event {
 }
 
 /// A row with no map state: the maps and events are added with struct
-/// update syntax. The mark out is the redirect's for REDIRECT, else 0.
+/// update syntax. The mark out is the redirect's for a TC REDIRECT, else 0;
+/// counters unchecked.
 fn row(
     name: &'static str,
     hook: Hook,
@@ -206,7 +209,7 @@ fn row(
         verdict,
         output,
         checksums,
-        mark_out: if verdict == TC_ACT_REDIRECT {
+        mark_out: if hook != Hook::Xdp && verdict == TC_ACT_REDIRECT {
             SPLICED_MARK
         } else {
             0
@@ -215,6 +218,7 @@ fn row(
         backends_after: Vec::new(),
         arms_after: Vec::new(),
         events: Vec::new(),
+        counters: None,
         bug: None,
     }
 }
@@ -1367,4 +1371,421 @@ fn backend_fin_on_the_last_region_segment_is_not_spliced() {
         )
     }];
     run_table(&mut dp, "fin", &rows);
+}
+
+/// The XDP rows' client-side link: the gateway's end `xc0`, 198.51.100.1/24
+/// (the route to the client), and the client's end. The neighbour entry
+/// for [`CLIENT`] gives the client's MAC; [`STRANGER`] has none.
+const GW_CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0x01];
+const CLIENT_MAC: [u8; 6] = [0x02, 0, 0, 0, 0xc0, 0x02];
+const XDP_IFINDEX: u32 = 7;
+const CLIENT_LINK: Veth = Veth {
+    name: "xc0",
+    ifindex: XDP_IFINDEX,
+    mac: GW_CLIENT_MAC,
+    addr: Ipv4Addr::new(198, 51, 100, 1),
+    prefix: 24,
+    peer: "xc1",
+    peer_ifindex: XDP_IFINDEX + 1,
+    peer_mac: CLIENT_MAC,
+};
+
+/// The counters after one segment of `bytes` spliced by XDP.
+fn xdp_spliced(bytes: u64) -> Vec<(u32, u64)> {
+    vec![
+        (counter::SEGMENTS, 1),
+        (counter::BYTES, bytes),
+        (counter::XDP_SEGMENTS, 1),
+    ]
+}
+
+/// The XDP fast path (`dist_xdp`, `xdp` mode): a backend data segment
+/// inside a splicing region, no options or `NOP NOP TS`, is rewritten into
+/// the client's connection and redirected: MACs from the FIB lookup of the
+/// client (the neighbour entry's and `xc0`'s), VIP:80 -> client,
+/// `seq = c0 + (seq - s0)`, C's ack and window, `TSval` through the region's
+/// map (never below `ts_last_sent`), `TSecr` the client's latest; C's
+/// `sent_end`, both flows' `bytes_spliced` and the counters follow. The
+/// IPv4 header is the TC path's (same addresses, TTL untouched), so the
+/// rows that mirror `splice_backend_segment` expect its checksums.
+///
+/// Everything else passes unchanged, maps and counters untouched, for the
+/// TC programs to handle.
+#[test]
+fn xdp_fast_path() {
+    let mut dp = datapath();
+    dp.add_veth(&CLIENT_LINK);
+    dp.add_neighbour(CLIENT_LINK.name, *CLIENT.ip(), CLIENT_MAC);
+
+    let payload = body(64);
+    let to_client = |s: Segment| s.macs(CLIENT_MAC, GW_CLIENT_MAC);
+    let c = ClientFlow {
+        ifindex: XDP_IFINDEX,
+        ..splicing_client(R1)
+    };
+    let b = splicing_backend(R1);
+    // No timestamps on either connection.
+    let c_nots = ClientFlow {
+        flags: fl::SACK | fl::LEARNED,
+        ..c
+    };
+    let b_nots = BackendFlow {
+        flags: fl::SACK | fl::LEARNED | fl::S_ACKED,
+        ..b
+    };
+    let wrap_client = |sent_end, ts_last_sent| ClientFlow {
+        ts_map: TsMap {
+            offset: 0x8000_0000,
+            first: 0xFFFF_FFF0,
+        },
+        ts_last_sent,
+        sent_end,
+        ifindex: XDP_IFINDEX,
+        ..splicing_client(RW)
+    };
+    // Spliced up to c0 + 0x110 = 0x100; the client saw TSval 0xFFFF_FFF5.
+    let cw = wrap_client(0x0000_0100, 0xFFFF_FFF5);
+    // Spliced up to c0 + 8; the client saw TSval 0xFFFF_FFF5.
+    let cw8 = wrap_client(0xFFFF_FFF8, 0xFFFF_FFF5);
+    // The client saw TSval 5, just past the wrap.
+    let cw5 = wrap_client(0x0000_0100, 0x0000_0005);
+    let bw = splicing_backend(RW);
+    // A segment of 256 bytes at s0 + 8: backend [0xFFFF_FF08, 0x08) onto
+    // client [0xFFFF_FFF8, 0xF8), both across 2^32.
+    let long = body(256);
+    // The client without a neighbour entry.
+    let skey = flow_key(STRANGER, VIP);
+    let b_stranger = BackendFlow { client: skey, ..b };
+    let c_no_if = ClientFlow { ifindex: 5, ..c };
+    let mid_region = Segment::new(BACKEND, GATEWAY)
+        .seq(1_002_896)
+        .ack(S_SND_NXT)
+        .window(0x0800)
+        .options(opt::ts(200_150, S_TS))
+        .payload(&payload);
+    // A pass row: the frame, both flows and the counters unchanged.
+    let pass = |name: &'static str,
+                clients: Vec<(FlowKey, ClientFlow)>,
+                backends: Vec<(FlowKey, BackendFlow)>,
+                input: Segment,
+                checksums: (u16, u16)| Fixture {
+        clients_after: clients.clone(),
+        backends_after: backends.clone(),
+        clients,
+        backends,
+        counters: Some(Vec::new()),
+        ..row(name, Hook::Xdp, input.clone(), XDP_PASS, input, checksums)
+    };
+    let rows = [
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(bkey(), b)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    // 5_002_896 + 64
+                    sent_end: 5_002_960,
+                    ts_last_sent: 500_150,
+                    bytes_spliced: 2960,
+                    ..c
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2960,
+                    ..b
+                },
+            )],
+            counters: Some(xdp_spliced(64)),
+            ..row(
+                "mid-region segment, NOP NOP TS: seq c0 + 2896, TSval 200_150 + 300_000, \
+                 TSecr ts_recent, MACs from the neighbour entry",
+                Hook::Xdp,
+                mid_region.clone(),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(5_002_896)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .options(opt::ts(500_150, TS_RECENT))
+                        .payload(&payload),
+                ),
+                (0x871e, 0xc68c),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c_nots)],
+            backends: vec![(bkey(), b_nots)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    sent_end: 5_002_960,
+                    bytes_spliced: 2960,
+                    ..c_nots
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2960,
+                    ..b_nots
+                },
+            )],
+            counters: Some(xdp_spliced(64)),
+            ..row(
+                "mid-region segment, no options (no timestamps on either connection): \
+                 seq c0 + 2896, ack and window C's, ts_last_sent untouched",
+                Hook::Xdp,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(1_002_896)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .payload(&payload),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(5_002_896)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .payload(&payload),
+                ),
+                (0x872a, 0x9d1c),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c)],
+            backends: vec![(bkey(), b)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    // sent_end stays 5_002_896 (> 5_000_064); TSval clamped.
+                    bytes_spliced: 2960,
+                    ..c
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2960,
+                    ..b
+                },
+            )],
+            counters: Some(xdp_spliced(64)),
+            ..row(
+                "retransmitted first segment: seq s0 -> c0, TSval 200_050 + 300_000 = \
+                 500_050 clamped to ts_last_sent 500_100",
+                Hook::Xdp,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(1_000_000)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .options(opt::ts(200_050, S_TS))
+                    .payload(&payload),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(5_000_000)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .options(opt::ts(500_100, TS_RECENT))
+                        .payload(&payload),
+                ),
+                (0x871e, 0xd20e),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), cw5)],
+            backends: vec![(bkey(), bw)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    // 0x100 + 64; TSval clamped, ts_last_sent stays 5.
+                    sent_end: 0x0000_0140,
+                    bytes_spliced: 2960,
+                    ..cw5
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2960,
+                    ..bw
+                },
+            )],
+            counters: Some(xdp_spliced(64)),
+            ..row(
+                "TSval 0x7FFF_FFF0 + 0x8000_0000 = 0xFFFF_FFF0 is before ts_last_sent 5 \
+                 (past the wrap): clamped to 5",
+                Hook::Xdp,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(0x0000_0010)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .options(opt::ts(0x7FFF_FFF0, S_TS))
+                    .payload(&payload),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(0x0000_0100)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .options(opt::ts(0x0000_0005, TS_RECENT))
+                        .payload(&payload),
+                ),
+                (0x871e, 0xbe21),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), cw)],
+            backends: vec![(bkey(), bw)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    // 0x100 + 64
+                    sent_end: 0x0000_0140,
+                    ts_last_sent: 0x0000_0010,
+                    bytes_spliced: 2960,
+                    ..cw
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2960,
+                    ..bw
+                },
+            )],
+            counters: Some(xdp_spliced(64)),
+            ..row(
+                "s0, c0 near 2^32: seq 0x10 = s0 + 0x110 -> c0 + 0x110 = 0x100; \
+                 TSval 0x8000_0010 + 0x8000_0000 wraps to 0x10, still after 0xFFFF_FFF5",
+                Hook::Xdp,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(0x0000_0010)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .options(opt::ts(0x8000_0010, S_TS))
+                    .payload(&payload),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(0x0000_0100)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .options(opt::ts(0x0000_0010, TS_RECENT))
+                        .payload(&payload),
+                ),
+                (0x871e, 0xbe16),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), cw8)],
+            backends: vec![(bkey(), bw)],
+            clients_after: vec![(
+                ckey(),
+                ClientFlow {
+                    // 0xFFFF_FFF8 + 256 wraps to 0xF8, after 0xFFFF_FFF8.
+                    sent_end: 0x0000_00F8,
+                    ts_last_sent: 0xFFFF_FFF8,
+                    bytes_spliced: 2896 + 256,
+                    ..cw8
+                },
+            )],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    bytes_spliced: 2896 + 256,
+                    ..bw
+                },
+            )],
+            counters: Some(xdp_spliced(256)),
+            ..row(
+                "256 bytes at s0 + 8 = 0xFFFF_FF08 (backend range ends at 0x08) -> \
+                 c0 + 8 = 0xFFFF_FFF8 (client range ends at 0xF8): sent_end wraps to 0xF8; \
+                 TSval 0x7FFF_FFF8 -> 0xFFFF_FFF8",
+                Hook::Xdp,
+                Segment::new(BACKEND, GATEWAY)
+                    .seq(0xFFFF_FF08)
+                    .ack(S_SND_NXT)
+                    .window(0x0800)
+                    .options(opt::ts(0x7FFF_FFF8, S_TS))
+                    .payload(&long),
+                XDP_REDIRECT,
+                to_client(
+                    Segment::new(VIP, CLIENT)
+                        .seq(0xFFFF_FFF8)
+                        .ack(C_ACK)
+                        .window(C_WINDOW)
+                        .options(opt::ts(0xFFFF_FFF8, TS_RECENT))
+                        .payload(&long),
+                ),
+                (0x865e, 0xa0f7),
+            )
+        },
+        pass(
+            "segment straddling the region's end (s_end - 20, 64 bytes): passes to TC",
+            vec![(ckey(), c)],
+            vec![(bkey(), b)],
+            Segment::new(BACKEND, GATEWAY)
+                .seq(1_009_980)
+                .ack(S_SND_NXT)
+                .window(0x0800)
+                .options(opt::ts(200_150, S_TS))
+                .payload(&payload),
+            (0x694a, 0xed80),
+        ),
+        pass(
+            "mid-region segment carrying SACK (NOP NOP TS NOP NOP SACK): passes",
+            vec![(ckey(), c)],
+            vec![(bkey(), b)],
+            Segment::new(BACKEND, GATEWAY)
+                .seq(1_002_896)
+                .ack(S_SND_NXT)
+                .window(0x0800)
+                .options(opt::ts_sack(200_150, S_TS, &[(6500, 6600)]))
+                .payload(&payload),
+            (0x693e, 0x9fe9),
+        ),
+        pass(
+            "mid-region segment with FIN: passes",
+            vec![(ckey(), c)],
+            vec![(bkey(), b)],
+            mid_region
+                .clone()
+                .flags(tcp_flags::FIN | tcp_flags::PSH | tcp_flags::ACK),
+            (0x694a, 0x092c),
+        ),
+        pass(
+            "mid-region segment acknowledging 38 bytes S has not seen (ack > s_acked): \
+             passes (TC copies the ACK for S)",
+            vec![(ckey(), c)],
+            vec![(bkey(), b)],
+            mid_region.clone().ack(S_SND_NXT + 38),
+            (0x694a, 0x0907),
+        ),
+        pass(
+            "flows idle (no region): passes",
+            vec![(ckey(), idle_client(10_000))],
+            vec![(bkey(), idle_backend(1000))],
+            mid_region.clone(),
+            (0x694a, 0x092d),
+        ),
+        pass(
+            "client's next hop unresolved (no neighbour entry for 198.51.100.3): passes",
+            vec![(skey, c)],
+            vec![(bkey(), b_stranger)],
+            mid_region.clone(),
+            (0x694a, 0x092d),
+        ),
+        pass(
+            "client flow's ifindex names no interface (lookup fails): passes",
+            vec![(ckey(), c_no_if)],
+            vec![(bkey(), b)],
+            mid_region,
+            (0x694a, 0x092d),
+        ),
+    ];
+    run_table(&mut dp, "xdp", &rows);
 }
