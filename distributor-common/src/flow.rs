@@ -173,6 +173,17 @@ pub struct ClientFlow {
 }
 const _: () = assert!(size_of::<ClientFlow>() == 96);
 
+impl ClientFlow {
+    /// Offset of the aligned 64-bit word `ts_last_sent` starts and
+    /// `ts_recent` ends: the datapath raises `ts_last_sent` with a 64-bit
+    /// compare-and-exchange of the word.
+    pub const TS_WORD: usize = core::mem::offset_of!(Self, ts_last_sent);
+}
+const _: () = assert!(
+    ClientFlow::TS_WORD.is_multiple_of(8)
+        && core::mem::offset_of!(ClientFlow, ts_recent) == ClientFlow::TS_WORD + 4
+);
+
 /// One backend connection (socket S). Key: [`FlowKey`] backend -> gateway.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

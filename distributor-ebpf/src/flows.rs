@@ -1,13 +1,19 @@
 //! The splice datapath's maps (layouts in `distributor_common::flow`), its
 //! counters and its completion events.
 
+use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+
 use aya_ebpf::{
     bindings::{BPF_RB_FORCE_WAKEUP, BPF_RB_NO_WAKEUP},
     btf_maps::{HashMap, PerCpuArray, RingBuf},
     macros::btf_map,
 };
-use distributor_common::flow::{
-    ARMS_MAX, Arm, BackendFlow, ClientFlow, EVENTS_BYTES, Event, FLOWS_MAX, FlowKey, counter, event,
+use distributor_common::{
+    flow::{
+        ARMS_MAX, Arm, BackendFlow, ClientFlow, EVENTS_BYTES, Event, FLOWS_MAX, FlowKey, counter,
+        event,
+    },
+    splice::timestamps::{ts_lt, ts_max},
 };
 
 #[btf_map]
@@ -68,4 +74,51 @@ pub fn report(id: u64, kind: u32, reason: u32, len: u32) {
     if EVENTS.output(ev, u64::from(wake)).is_err() {
         add(counter::EVENTS_LOST, 1);
     }
+}
+
+/// The `TSval` to send the client for a segment whose own (already mapped)
+/// `TSval` is `tsval`: `tsval`, or the highest one sent so far if that is
+/// later. `ts_last_sent` rises to it.
+///
+/// Atomically: two CPUs may send segments of one connection at once (a
+/// backend's segments arrive on the CPU that sent them), and a plain
+/// read-modify-write lets the slower one put an older value back, so the
+/// next segment goes out below one the client already took and PAWS drops
+/// it. The field shares an aligned 64-bit word with `ts_recent` (checked
+/// at compile time in `distributor-common`), which a 64-bit
+/// compare-and-exchange carries along unchanged (the eBPF target has no
+/// 32-bit one before cpu v3).
+#[inline(always)]
+#[expect(
+    clippy::cast_ptr_alignment,
+    clippy::cast_possible_truncation,
+    reason = "the word is 8-byte aligned (asserted in distributor-common); its low half is ts_last_sent"
+)]
+pub fn ts_to_send(c: &mut ClientFlow, tsval: u32) -> u32 {
+    let word = (&raw mut c.ts_last_sent).cast::<u64>();
+    // SAFETY: `ts_last_sent` starts an 8-byte aligned word of the map
+    // value (`ClientFlow::TS_WORD`), alive while the program runs; every
+    // writer of the word's first half goes through here.
+    // (A plain 64-bit load is atomic; the target cannot select an atomic
+    // load instruction on cpu "generic".)
+    let mut cur = unsafe { word.read_volatile() };
+    for _ in 0..4 {
+        let last = cur as u32;
+        if !ts_lt(last, tsval) {
+            return last;
+        }
+        let new = (cur & !0xFFFF_FFFF) | u64::from(tsval);
+        // SAFETY: as above.
+        let (now, ok) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                word, cur, new,
+            )
+        };
+        if ok {
+            return tsval;
+        }
+        cur = now;
+    }
+    // Still racing after four tries: never below what was read last.
+    ts_max(tsval, cur as u32)
 }

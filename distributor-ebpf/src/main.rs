@@ -6,6 +6,10 @@
 //! passing is always safe, while dropping or half-rewriting is not.
 #![no_std]
 #![no_main]
+// `atomic_cxchg`: the bpfel target leaves `compare_exchange` out (no
+// 32-bit form before cpu v3), though the 64-bit instruction exists.
+#![feature(core_intrinsics)]
+#![expect(internal_features, reason = "core_intrinsics, for atomic_cxchg")]
 #![expect(
     clippy::inline_always,
     reason = "BPF-to-BPF calls cost verifier work and stack; the hot path is inlined on purpose"

@@ -61,7 +61,7 @@ use distributor_common::{
         relay,
         sack::{self, SackBlocks},
         seq::{Clip, Region, seq_gt, seq_max},
-        timestamps::{TsMap, ts_lt, ts_max},
+        timestamps::TsMap,
         window,
     },
 };
@@ -906,11 +906,7 @@ fn try_splice_out(
         if c.flags & fl::TIMESTAMPS == 0 {
             opts.remove_ts();
         } else {
-            let mut tsval = c.ts_map.to_receiver(ts.tsval);
-            if ts_lt(tsval, c.ts_last_sent) {
-                tsval = c.ts_last_sent;
-            }
-            c.ts_last_sent = tsval;
+            let tsval = flows::ts_to_send(c, c.ts_map.to_receiver(ts.tsval));
             opts.set_ts(tsval, c.ts_recent);
         }
     }
@@ -1119,8 +1115,7 @@ fn try_client_out(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<i32,
     }
     let opts = Opts::load(ctx, seg)?;
     if let Some(ts) = opts.parsed.timestamps() {
-        let tsval = ts_max(ts.tsval, c.ts_last_sent);
-        c.ts_last_sent = tsval;
+        let tsval = flows::ts_to_send(c, ts.tsval);
         if tsval != ts.tsval {
             opts.set_ts(tsval, ts.tsecr);
         }

@@ -38,7 +38,6 @@ use distributor_common::{
     splice::{
         csum::Delta,
         seq::{Clip, seq_gt, seq_max},
-        timestamps::ts_lt,
     },
 };
 
@@ -222,11 +221,7 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
         .replace16(window, c.c_window);
     if olen == TS_LEN {
         let (tsval, tsecr) = (f.u32(TCP_OPTS + 4), f.u32(TCP_OPTS + 8));
-        let mut new_tsval = c.ts_map.to_receiver(tsval);
-        if ts_lt(new_tsval, c.ts_last_sent) {
-            new_tsval = c.ts_last_sent;
-        }
-        c.ts_last_sent = new_tsval;
+        let new_tsval = flows::ts_to_send(c, c.ts_map.to_receiver(tsval));
         tcp = tcp
             .replace32(tsval, new_tsval)
             .replace32(tsecr, c.ts_recent);

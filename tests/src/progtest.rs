@@ -836,6 +836,33 @@ fn outcome(r: &TestRunResult, mut data_out: Vec<u8>) -> Outcome {
     }
 }
 
+impl Datapath {
+    /// Runs `hook`'s program `repeat` times on `frame` and returns the
+    /// kernel's mean time per run (`BPF_PROG_TEST_RUN`'s own timer: the
+    /// program and its helpers, not the syscall). For the micro-benchmark;
+    /// no test asserts on it.
+    #[must_use]
+    pub fn time(&self, hook: Hook, frame: &[u8], repeat: u32) -> std::time::Duration {
+        let name = hook.program();
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(name)
+            .unwrap_or_else(|| panic!("no program {name}"))
+            .try_into()
+            .unwrap_or_else(|e| panic!("{name} is not a classifier: {e}"));
+        let mut data_out = vec![0_u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut data_out),
+                repeat,
+                ..TestRunOptions::new()
+            })
+            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
+        r.duration
+    }
+}
+
 /// One fixture row.
 #[derive(Clone, Debug)]
 pub struct Fixture {
