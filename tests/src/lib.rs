@@ -20,6 +20,7 @@
 //! drop, also when a test panics.
 
 mod backend;
+mod baseline;
 mod client;
 mod gateway;
 mod netns;
@@ -37,6 +38,7 @@ use anyhow::{Context as _, Result};
 
 pub use crate::{
     backend::{Backend, Object},
+    baseline::{flow_rows, poll},
     client::{Request, Response},
     gateway::ADMIN_PORT,
     gateway::{bpftool_dump, bpftool_dump_raw, distributor_bin, pinned_map_id, programs_using_map},

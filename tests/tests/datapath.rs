@@ -98,6 +98,7 @@ fn xdp_mode_counts_routed_http_traffic_per_interface() {
     // Every TCP packet is passed as "no flow" (this config has no proxy
     // listener, so there is nothing to splice).
     assert!(after["reasons"]["pass-no-flow"].as_u64().unwrap_or(0) > 0);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -115,6 +116,7 @@ fn tc_mode_counts_ingress_and_egress_without_xdp() {
     for iface in bed.gateway_interfaces() {
         assert_eq!(counters(&stats, &iface, "xdp-ingress"), (0, 0), "{iface}");
     }
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -142,6 +144,7 @@ fn bpftool_prints_pinned_maps_with_field_names() {
         Some(6),
         "one entry per reason"
     );
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -169,6 +172,7 @@ fn a_second_instance_refuses_with_a_clear_message() {
         .distributor_stats()
         .expect("stats of the first instance");
     assert!(counters(&stats, "c0", "xdp-ingress").0 > 0);
+    bed.assert_flow_baseline();
 }
 
 /// XDP programs attached in the gateway namespace (`bpftool net show`
@@ -199,6 +203,8 @@ fn sigterm_detaches_programs_and_removes_pins() {
         2,
         "xdp on c0 and b1: {xdp}"
     );
+    // The last moment this instance runs (no client has connected).
+    bed.assert_flow_baseline();
 
     let status = gw
         .stop_with(libc::SIGTERM, Duration::from_secs(10))
@@ -228,6 +234,8 @@ fn sigint_stops_cleanly_too() {
         .expect("start distributor");
     let (map_id, progs) = instance_programs(&bed);
     assert_eq!(progs, ["dist_tc_in", "dist_tc_out"]);
+    // The last moment this instance runs (no client has connected).
+    bed.assert_flow_baseline();
     let status = gw
         .stop_with(libc::SIGINT, Duration::from_secs(10))
         .expect("exit status");
@@ -276,6 +284,7 @@ fn next_start_cleans_up_after_a_crash() {
     let stats = bed.distributor_stats().expect("stats");
     let (p2, _) = counters(&stats, "b1", "xdp-ingress");
     assert!(p < 50 && p2 > p, "counters not fresh: {p} then {p2}");
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -327,6 +336,7 @@ fn unknown_interface_fails_start_and_leaves_nothing() {
     let _gw = bed
         .start_distributor(&bed.distributor_config("xdp"))
         .expect("start after a failed start");
+    bed.assert_flow_baseline();
 }
 
 #[test]

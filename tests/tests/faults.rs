@@ -4,7 +4,8 @@
 //! length it announced, full flow maps, and the control plane stopping
 //! while it splices. Every body a client receives is checked against the
 //! object byte for byte (a prefix when the response was cut), and the flow
-//! maps (`distributor flows --json`) against the connections still open.
+//! maps (`distributor flows --json` and `bpftool`) against the connections
+//! still open.
 //!
 //! Besides nginx, some tests run their own small HTTP server in a backend
 //! namespace ([`TestServer`]) to misbehave on cue.
@@ -27,7 +28,7 @@ use std::{
 use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, FlowKey};
 use distributor_tests::{
-    Backend, Daemon, Netns, Request, Testbed, TestbedConfig, VIP, pinned_map_id,
+    Backend, Daemon, Netns, Request, Testbed, TestbedConfig, VIP, flow_rows, pinned_map_id, poll,
     programs_using_map, splice_counter,
 };
 use serde_json::Value;
@@ -73,102 +74,6 @@ fn one_pool(servers: &[String], extra: &str) -> String {
 fn all_backends(bed: &Testbed) -> String {
     let servers: Vec<String> = bed.backends.iter().map(server_of).collect();
     one_pool(&servers, "")
-}
-
-// ---- reading the datapath's state ----------------------------------------
-
-fn rows<'a>(flows: &'a Value, list: &str) -> &'a [Value] {
-    flows[list].as_array().map_or(&[], Vec::as_slice)
-}
-
-/// Polls `probe` every 50 ms until it gives `Some`, for at most `limit`;
-/// `None` when the time ran out.
-fn poll<T>(limit: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = probe() {
-            return Some(v);
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// The gateway's TCP sockets as (local, peer) pairs, in any state but
-/// `TIME-WAIT` (a pooled connection the backend closed is `CLOSE-WAIT`
-/// until the pool notices).
-fn gateway_sockets(bed: &Testbed) -> BTreeSet<(SocketAddrV4, SocketAddrV4)> {
-    let out = bed
-        .gateway
-        .run(
-            "ss",
-            &["-Htan", "exclude", "time-wait", "exclude", "listening"],
-        )
-        .expect("ss");
-    out.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            // State Recv-Q Send-Q Local Peer
-            let local = f.get(3)?.parse().ok()?;
-            let peer = f.get(4)?.parse().ok()?;
-            Some((local, peer))
-        })
-        .collect()
-}
-
-/// Sum of a per-server gauge in `/metrics` over all servers.
-fn metric_sum(bed: &Testbed, name: &str) -> u64 {
-    let text = bed.metrics().expect("metrics");
-    let labelled = format!("distributor_{name}{{");
-    text.lines()
-        .filter(|l| l.starts_with(&labelled))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-/// The flow maps at rest: no client connection registered, no arm, and
-/// one idle backend entry for each pooled idle backend connection (and
-/// for nothing else): the gateway holds a socket for each, and the pool
-/// counts as many idle connections.
-fn assert_baseline(bed: &Testbed) {
-    // A connection's entries go when its task ends, a moment after the
-    // client's last byte: wait for that moment, generously.
-    let settled = poll(Duration::from_secs(10), || {
-        let f = bed.flows().expect("distributor flows");
-        let idle = metric_sum(bed, "backend_connections_idle");
-        let open = metric_sum(bed, "backend_connections_open");
-        (rows(&f, "clients").is_empty()
-            && rows(&f, "arms").is_empty()
-            && idle == open
-            && rows(&f, "backends").len() as u64 == idle)
-            .then_some(f)
-    });
-    let f = settled.unwrap_or_else(|| {
-        panic!(
-            "flow maps not at baseline: {:#}\nidle {} open {}\nconnections {:?}",
-            bed.flows().expect("distributor flows"),
-            metric_sum(bed, "backend_connections_idle"),
-            metric_sum(bed, "backend_connections_open"),
-            gateway_sockets(bed)
-        )
-    });
-    let conns = gateway_sockets(bed);
-    for b in rows(&f, "backends") {
-        assert_eq!(b["state"], "idle", "{f:#}");
-        let addr = |field: &str| -> SocketAddrV4 {
-            b[field]
-                .as_str()
-                .and_then(|a| a.parse().ok())
-                .expect("an address")
-        };
-        let (gw, peer) = (addr("gateway"), addr("backend"));
-        assert!(
-            conns.contains(&(gw, peer)),
-            "FLOWS_S holds {gw} -> {peer}, which the gateway no longer has: {f:#}\n{conns:?}"
-        );
-    }
 }
 
 // ---- objects and responses ------------------------------------------------
@@ -920,18 +825,18 @@ fn fresh_requests_are_spliced(bed: &Testbed, sizes: &[usize]) {
 /// The entries of `flows` that belong to the given client connections or
 /// backend connections (gateway side), and every arm.
 fn leftovers(flows: &Value, clients: &BTreeSet<String>, backends: &BTreeSet<String>) -> Vec<Value> {
-    let mut left: Vec<Value> = rows(flows, "clients")
+    let mut left: Vec<Value> = flow_rows(flows, "clients")
         .iter()
         .filter(|r| r["client"].as_str().is_some_and(|c| clients.contains(c)))
         .cloned()
         .collect();
     left.extend(
-        rows(flows, "backends")
+        flow_rows(flows, "backends")
             .iter()
             .filter(|r| r["gateway"].as_str().is_some_and(|g| backends.contains(g)))
             .cloned(),
     );
-    left.extend(rows(flows, "arms").iter().cloned());
+    left.extend(flow_rows(flows, "arms").iter().cloned());
     left
 }
 
@@ -939,7 +844,7 @@ fn leftovers(flows: &Value, clients: &BTreeSet<String>, backends: &BTreeSet<Stri
 /// (its `FLOWS_C` row), and returns the gateway side of the region's
 /// backend connection (the key of its `FLOWS_S` row).
 fn splicing_row(flows: &Value, local: SocketAddrV4) -> String {
-    let row = rows(flows, "clients")
+    let row = flow_rows(flows, "clients")
         .iter()
         .find(|r| r["client"] == local.to_string())
         .unwrap_or_else(|| panic!("{local} is not in FLOWS_C: {flows:#}"));
@@ -1049,7 +954,7 @@ fn client_goes_away_mid_response(then: Then) {
         );
     }
     fresh_requests_are_spliced(&bed, &[1024, 1 << 20]);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1111,18 +1016,18 @@ fn backend_killed_mid_response_closes_the_client_short_of_the_length() {
     let curl = curl_spawn(&bed, &url, &curl_out);
     let f = poll(Duration::from_secs(10), || {
         let f = bed.flows().expect("distributor flows");
-        let n = rows(&f, "clients")
+        let n = flow_rows(&f, "clients")
             .iter()
             .filter(|r| r["state"] == "splicing")
             .count();
         (n == 2).then_some(f)
     })
     .expect("both responses splicing");
-    let clients: BTreeSet<String> = rows(&f, "clients")
+    let clients: BTreeSet<String> = flow_rows(&f, "clients")
         .iter()
         .filter_map(|r| r["client"].as_str().map(str::to_owned))
         .collect();
-    let backends: BTreeSet<String> = rows(&f, "clients")
+    let backends: BTreeSet<String> = flow_rows(&f, "clients")
         .iter()
         .filter_map(|r| r["backend_gateway"].as_str().map(str::to_owned))
         .collect();
@@ -1193,7 +1098,7 @@ fn backend_killed_mid_response_closes_the_client_short_of_the_length() {
 
     let _nginx = restart_nginx(b1);
     fresh_requests_are_spliced(&bed, &[1024]);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1270,7 +1175,7 @@ fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
     }
     s.assert_quiet();
     drop(s);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 // ---- 4 (d): a pooled backend connection dies while idle ------------------------
@@ -1317,7 +1222,7 @@ fn pooled_connection_the_backend_closed_while_idle_is_replaced() {
     }
     // Each closed connection's entry went with it.
     drop(s);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1330,7 +1235,7 @@ fn backend_restarted_between_requests_is_reconnected() {
     let s = Session::open(&bed);
     session_gets_objects(&s, b1, &[1 << 20, 1024]);
     let before = bed.flows().expect("distributor flows");
-    assert_eq!(rows(&before, "backends").len(), 1, "{before:#}");
+    assert_eq!(flow_rows(&before, "backends").len(), 1, "{before:#}");
 
     kill_nginx(&b1.ns);
     let _nginx = restart_nginx(b1);
@@ -1348,12 +1253,12 @@ fn backend_restarted_between_requests_is_reconnected() {
     );
     let after = bed.flows().expect("distributor flows");
     assert_ne!(
-        rows(&after, "backends")[0]["gateway"],
-        rows(&before, "backends")[0]["gateway"],
+        flow_rows(&after, "backends")[0]["gateway"],
+        flow_rows(&before, "backends")[0]["gateway"],
         "the dead connection's entry is still there: {after:#}"
     );
     drop(s);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1396,7 +1301,7 @@ fn backend_closing_as_the_request_arrives_is_retried_on_a_fresh_connection() {
         assert_eq!(rec["retried"], i > 0, "{rec}");
     }
     drop(s);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 // ---- 4 (e): the backend sends more than its Content-Length ---------------------
@@ -1419,6 +1324,7 @@ fn excess_bytes_in_the_first_segment_send_the_response_to_the_relay() {
         assert!(body == pattern(len), "/n/{len}: body differs");
     }
     s.assert_quiet();
+    drop(s);
     // A connection that broke its framing is never used again.
     assert_eq!(srv.connections(), lens.len() as u64);
     let log = bed.access_log_at_least(lens.len()).expect("access log");
@@ -1426,6 +1332,7 @@ fn excess_bytes_in_the_first_segment_send_the_response_to_the_relay() {
         assert_eq!(rec["path_taken"], "relay", "{rec}");
         assert_eq!(rec["path_reason"], "relay-excess-data", "{rec}");
     }
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1466,6 +1373,7 @@ fn excess_bytes_behind_a_spliced_response_never_become_the_next_response() {
          was in flight: {:#}",
         bed.distributor_stats().expect("stats")["splice"]
     );
+    bed.assert_flow_baseline();
 }
 
 /// Four requests on one connection to [`TestServer`] whose first response
@@ -1563,7 +1471,7 @@ fn excess_bytes_in_the_last_segment_of_a_spliced_response_close_the_client_clean
     assert!(body == pattern(1000), "body differs");
     s.assert_quiet();
     drop(s);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 // ---- 5: full maps, and the maps at rest -----------------------------------------
@@ -1672,7 +1580,7 @@ fn full_flow_maps_send_requests_to_the_relay_and_nothing_breaks() {
     assert_eq!(spliced(&bed), before);
     // Room again: spliced again.
     requests_take(&bed, "splice", None);
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -1720,14 +1628,14 @@ fn flow_maps_return_to_baseline_when_connections_end() {
     // Baseline with the pool warm: no client flow, no arm, and one idle
     // backend flow per pooled connection.
     assert!(
-        !rows(&bed.flows().expect("distributor flows"), "backends").is_empty(),
+        !flow_rows(&bed.flows().expect("distributor flows"), "backends").is_empty(),
         "no pooled connection kept"
     );
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
     // Once the pool closes its idle connections, their flows go too.
     let empty = poll(Duration::from_secs(10), || {
         let f = bed.flows().expect("distributor flows");
-        (rows(&f, "backends").is_empty() && metric_sum(&bed, "backend_connections_open") == 0)
+        (flow_rows(&f, "backends").is_empty() && bed.metric_sum("backend_connections_open") == 0)
             .then_some(())
     });
     assert!(
@@ -1735,7 +1643,7 @@ fn flow_maps_return_to_baseline_when_connections_end() {
         "backend flows outlived their connections: {:#}",
         bed.flows().expect("distributor flows")
     );
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }
 
 // ---- 6: the control plane stops mid-splice ---------------------------------------
@@ -1871,5 +1779,5 @@ fn sigterm_mid_splice_closes_the_client_cleanly_and_a_restart_splices_at_once() 
         "{:#}",
         stats["splice"]
     );
-    assert_baseline(&bed);
+    bed.assert_flow_baseline();
 }

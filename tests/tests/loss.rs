@@ -415,6 +415,7 @@ fn lossy_links_deliver_every_response_byte_exact(offloads: bool, loss: u32, reor
         order.len(),
         spliced.len()
     );
+    bed.assert_flow_baseline();
 }
 
 #[test]
@@ -772,6 +773,7 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
         "stalled {stalled_for:?} after {read_before} body bytes; the rest took {took:?}; {report:?}"
     );
     assert_eq!(nstat_bad(&bed), BTreeMap::new(), "{report:#?}");
+    bed.assert_flow_baseline();
 }
 
 /// Drops every packet the client sends while `on` (a filter on its link's
@@ -857,4 +859,5 @@ fn window_probes_cross_the_splice_when_the_window_update_is_lost() {
         "read {read_before} body bytes, window update lost; the rest took {took:?}; {report:?}"
     );
     assert_eq!(nstat_bad(&bed), BTreeMap::new(), "{report:#?}");
+    bed.assert_flow_baseline();
 }

@@ -68,6 +68,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
     );
     assert_eq!(splice_counter(&stats, "regions-done"), order.len() as u64);
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    bed.assert_flow_baseline();
 }
 
 /// The `xdp` mode: the XDP program splices the region's data segments, TC
@@ -109,6 +110,7 @@ fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
     let on_xdp = splice_counter(&stats, "spliced-segments-xdp");
     assert!(on_xdp * 10 > segments * 9, "{stats:#}");
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    bed.assert_flow_baseline();
 }
 
 /// Each access-log record's `path_taken`.
@@ -210,9 +212,7 @@ fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
     );
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
     // Every flow entry went away with its connection (curl has exited).
-    let flows = bed.flows().expect("flows");
-    assert_eq!(flows["clients"], Value::Array(vec![]), "{flows:#}");
-    assert_eq!(flows["arms"], Value::Array(vec![]), "{flows:#}");
+    bed.assert_flow_baseline();
 }
 
 /// Counters that show a sender waited for a retransmission timer.
@@ -324,4 +324,5 @@ fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
     }
     assert_eq!(waited, BTreeMap::new(), "{stats:#}");
     assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    bed.assert_flow_baseline();
 }
