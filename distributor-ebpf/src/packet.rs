@@ -84,3 +84,58 @@ impl Packet {
         Ok(start as *const T)
     }
 }
+
+/// A frame's linear data from `data`, read (and, at XDP, written) in place
+/// at constant offsets: the caller has checked once that `data_end` lies
+/// beyond every offset it uses, which is what the verifier needs to see.
+pub struct Frame {
+    data: usize,
+}
+
+impl Frame {
+    /// The frame at `data` (`ctx.data()`).
+    pub const fn new(data: usize) -> Self {
+        Self { data }
+    }
+
+    #[inline(always)]
+    pub fn u8(&self, off: usize) -> u8 {
+        // SAFETY: `off` is below the length the caller checked.
+        unsafe { *((self.data + off) as *const u8) }
+    }
+
+    /// A 16-bit field, host order.
+    #[inline(always)]
+    pub fn u16(&self, off: usize) -> u16 {
+        u16::from_be_bytes([self.u8(off), self.u8(off + 1)])
+    }
+
+    /// A 32-bit field, host order.
+    #[inline(always)]
+    pub fn u32(&self, off: usize) -> u32 {
+        u32::from_be_bytes([
+            self.u8(off),
+            self.u8(off + 1),
+            self.u8(off + 2),
+            self.u8(off + 3),
+        ])
+    }
+
+    #[inline(always)]
+    pub fn set(&self, off: usize, bytes: &[u8]) {
+        for (i, b) in bytes.iter().enumerate() {
+            // SAFETY: as in `u8`.
+            unsafe { *((self.data + off + i) as *mut u8) = *b };
+        }
+    }
+
+    #[inline(always)]
+    pub fn set16(&self, off: usize, v: u16) {
+        self.set(off, &v.to_be_bytes());
+    }
+
+    #[inline(always)]
+    pub fn set32(&self, off: usize, v: u32) {
+        self.set(off, &v.to_be_bytes());
+    }
+}

@@ -22,9 +22,12 @@
 //! Egress (a segment a gateway socket sends): the spliced bytes are added
 //! back, so the peer sees one consistent stream.
 //!
-//! All packet access goes through the skb load/store helpers (GRO/GSO
-//! super-packets need not be linear); checksums through the
-//! `l3/l4_csum_replace` helpers, which know the skb's checksum state
+//! Headers are read in place when the linear data holds them (nearly
+//! always), else through `bpf_skb_load_bytes`; every write goes through the
+//! store helper (a direct write would make the kernel unclone every skb
+//! the program sees), a retargeted segment's headers and options in one
+//! store. The IP checksum is computed here; the TCP checksum is updated
+//! through `l4_csum_replace`, which knows the skb's checksum state
 //! (`CHECKSUM_PARTIAL` packets from local veth peers carry only the
 //! pseudo-header sum, and must be updated only for pseudo-header fields).
 
@@ -66,7 +69,10 @@ use distributor_common::{
     },
 };
 
-use crate::flows::{self, ARMS, FLOWS_C, FLOWS_S};
+use crate::{
+    flows::{self, ARMS, FLOWS_C, FLOWS_S},
+    packet::Frame,
+};
 
 const ETH_HLEN: usize = 14;
 const IP_OFF: usize = ETH_HLEN;
@@ -89,7 +95,7 @@ const TH_PSH: u8 = 0x08;
 const TH_ACK: u8 = 0x10;
 
 /// The fields of an IPv4/TCP segment the datapath reads.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct Seg {
     /// Network order.
     saddr: u32,
@@ -112,6 +118,13 @@ struct Seg {
     olen: usize,
     /// Payload bytes (the whole GSO super-packet's).
     payload_len: u32,
+    /// The IP checksum, host order.
+    ip_check: u16,
+    /// The TCP checksum field as it is (network order): rewritten through
+    /// the checksum helpers, which know the skb's checksum state.
+    tcp_check: u16,
+    /// The urgent pointer, network order.
+    urg: u16,
 }
 
 impl Seg {
@@ -124,8 +137,68 @@ impl Seg {
     }
 }
 
+/// The segment's headers: read in place when the linear data holds them
+/// (nearly always: GRO and TSO keep headers linear), else through
+/// `bpf_skb_load_bytes`.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Result<Seg, ()> {
+    let mut seg = Seg::default();
+    if parse_into(ctx, &mut seg).is_ok() {
+        Ok(seg)
+    } else {
+        Err(())
+    }
+}
+
+/// [`parse`] in a frame of its own: its temporaries stay off the stack of
+/// the call chains that follow.
+#[inline(never)]
+fn parse_into(ctx: &TcContext, seg: &mut Seg) -> Result<(), ()> {
+    let (data, end) = (ctx.data(), ctx.data_end());
+    let tot_len = if data + TCP_OPTS > end {
+        parse_loaded(ctx, seg)?
+    } else {
+        let f = Frame::new(data);
+        if f.u16(12) != 0x0800
+            || f.u8(IP_OFF) != 0x45
+            || f.u8(IP_OFF + 9) != 6
+            || f.u16(IP_OFF + 6) & 0x3fff != 0
+        {
+            return Err(());
+        }
+        seg.saddr = f.u32(IP_SADDR).to_be();
+        seg.daddr = f.u32(IP_DADDR).to_be();
+        seg.sport = f.u16(TCP_SPORT).to_be();
+        seg.dport = f.u16(TCP_DPORT).to_be();
+        seg.seq = f.u32(TCP_SEQ);
+        seg.ack = f.u32(TCP_ACK);
+        seg.window = f.u16(TCP_WINDOW);
+        seg.flags = f.u8(TCP_OFF + 13);
+        seg.doff_byte = f.u8(TCP_OFF + 12);
+        seg.ip_check = f.u16(IP_CHECK);
+        seg.tcp_check = f.u16(TCP_CHECK).to_be();
+        seg.urg = f.u16(TCP_OFF + 18).to_be();
+        f.u16(IP_OFF + 2)
+    };
+    let thl = usize::from(seg.doff_byte >> 4) * 4;
+    if thl < 20 {
+        return Err(());
+    }
+    // GSO super-packets larger than 64 KiB (BIG TCP) carry tot_len 0.
+    let total = if tot_len == 0 {
+        ctx.len().saturating_sub(ETH_HLEN as u32)
+    } else {
+        u32::from(tot_len)
+    };
+    seg.olen = thl - 20;
+    seg.payload_len = total.checked_sub(20 + thl as u32).ok_or(())?;
+    Ok(())
+}
+
+/// The fields of [`parse_into`] through `bpf_skb_load_bytes` (the linear
+/// data is shorter than the headers); returns the IP total length.
+#[inline(always)]
+fn parse_loaded(ctx: &TcContext, seg: &mut Seg) -> Result<u16, ()> {
     let eth_type: u16 = ctx.load(12).map_err(|_| ())?;
     if eth_type != 0x0800_u16.to_be() {
         return Err(());
@@ -137,33 +210,21 @@ fn parse(ctx: &TcContext) -> Result<Seg, ()> {
     if vihl != 0x45 || proto != 6 || frag & 0x3fff_u16.to_be() != 0 {
         return Err(());
     }
-    let tot_len = u16::from_be(ctx.load(IP_OFF + 2).map_err(|_| ())?);
-    let doff: u8 = ctx.load(TCP_OFF + 12).map_err(|_| ())?;
-    let thl = usize::from(doff >> 4) * 4;
-    if thl < 20 {
-        return Err(());
-    }
-    let hdrs = 20 + thl;
-    // GSO super-packets larger than 64 KiB (BIG TCP) carry tot_len 0.
-    let total = if tot_len == 0 {
-        ctx.len().saturating_sub(ETH_HLEN as u32)
-    } else {
-        u32::from(tot_len)
-    };
-    let payload_len = total.checked_sub(hdrs as u32).ok_or(())?;
-    Ok(Seg {
-        saddr: ctx.load(IP_SADDR).map_err(|_| ())?,
-        daddr: ctx.load(IP_DADDR).map_err(|_| ())?,
-        sport: ctx.load(TCP_SPORT).map_err(|_| ())?,
-        dport: ctx.load(TCP_DPORT).map_err(|_| ())?,
-        seq: u32::from_be(ctx.load(TCP_SEQ).map_err(|_| ())?),
-        ack: u32::from_be(ctx.load(TCP_ACK).map_err(|_| ())?),
-        window: u16::from_be(ctx.load(TCP_WINDOW).map_err(|_| ())?),
-        flags: ctx.load(TCP_OFF + 13).map_err(|_| ())?,
-        doff_byte: doff,
-        olen: thl - 20,
-        payload_len,
-    })
+    let be16 = |off: usize| -> Result<u16, ()> { ctx.load::<u16>(off).map_err(|_| ()) };
+    let be32 = |off: usize| -> Result<u32, ()> { ctx.load::<u32>(off).map_err(|_| ()) };
+    seg.saddr = be32(IP_SADDR)?;
+    seg.daddr = be32(IP_DADDR)?;
+    seg.sport = be16(TCP_SPORT)?;
+    seg.dport = be16(TCP_DPORT)?;
+    seg.seq = u32::from_be(be32(TCP_SEQ)?);
+    seg.ack = u32::from_be(be32(TCP_ACK)?);
+    seg.window = u16::from_be(be16(TCP_WINDOW)?);
+    seg.flags = ctx.load(TCP_OFF + 13).map_err(|_| ())?;
+    seg.doff_byte = ctx.load(TCP_OFF + 12).map_err(|_| ())?;
+    seg.ip_check = u16::from_be(be16(IP_CHECK)?);
+    seg.tcp_check = be16(TCP_CHECK)?;
+    seg.urg = be16(TCP_OFF + 18)?;
+    Ok(u16::from_be(be16(IP_OFF + 2)?))
 }
 
 /// A segment and its context: one argument for the BPF-to-BPF calls
@@ -173,9 +234,18 @@ pub struct Pkt<'a> {
     seg: Seg,
 }
 
-/// The TCP options area of a segment, copied out of the packet.
+/// The TCP options area of a segment, copied out of the packet; with
+/// room before it for the headers from the IP checksum on, so that a
+/// retargeted segment's headers and options go back in one store
+/// ([`Opts::store_retargeted`]).
+#[repr(C)]
 pub struct Opts {
+    /// Packet bytes `[IP_CHECK, TCP_OPTS)`, filled by `store_retargeted`.
+    head: [u8; BLOCK_HEAD],
     buf: [u8; MAX_LEN],
+    /// Room for a store length masked to [`BLOCK_MASK`] (the verifier
+    /// checks the mask's bound, not the smaller true one).
+    slack: [u8; BLOCK_MASK + 1 - MAX_LEN],
     len: usize,
     parsed: Layout,
     /// A layout `parse_common` does not know: removed (all NOPs) wherever
@@ -319,6 +389,102 @@ impl Opts {
 #[btf_map]
 static OPTS: PerCpuArray<Opts, 1> = PerCpuArray::new();
 
+/// Bytes from the IP checksum to the TCP options.
+const BLOCK_HEAD: usize = TCP_OPTS - IP_CHECK;
+/// A mask at least the options' length (the stored length is
+/// `BLOCK_HEAD + (len & BLOCK_MASK)`).
+const BLOCK_MASK: usize = 63;
+
+/// A segment's new addresses, ports, numbers, window and flags (addresses
+/// and ports network order, the rest host order).
+struct Retarget {
+    saddr: u32,
+    daddr: u32,
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    flags: u8,
+}
+
+impl Retarget {
+    /// `seg` sent to `to` (an ingress key of the other connection: its
+    /// `daddr:dport` is the gateway's side, `saddr:sport` the peer), its
+    /// numbers, window and flags unchanged.
+    const fn to(seg: &Seg, to: &FlowKey) -> Self {
+        Self {
+            saddr: to.daddr,
+            daddr: to.saddr,
+            sport: to.dport,
+            dport: to.sport,
+            seq: seg.seq,
+            ack: seg.ack,
+            window: seg.window,
+            flags: seg.flags,
+        }
+    }
+}
+
+impl Opts {
+    /// Writes `seg`'s headers from the IP checksum through the options as
+    /// `r` makes them, with the options as edited, in one store; the IP
+    /// checksum is computed here (a full sum, always), the TCP checksum
+    /// updated by the helpers (pseudo-header and rest apart: they know
+    /// the skb's checksum state).
+    #[inline(always)]
+    fn store_retargeted(&mut self, ctx: &TcContext, seg: &Seg, r: &Retarget) -> Result<(), ()> {
+        let ip = Delta::new()
+            .replace32(u32::from_be(seg.saddr), u32::from_be(r.saddr))
+            .replace32(u32::from_be(seg.daddr), u32::from_be(r.daddr));
+        let flags_old = u16::from_be_bytes([seg.doff_byte, seg.flags]);
+        let flags_new = u16::from_be_bytes([seg.doff_byte, r.flags]);
+        let l4 = Delta::new()
+            .replace16(u16::from_be(seg.sport), u16::from_be(r.sport))
+            .replace16(u16::from_be(seg.dport), u16::from_be(r.dport))
+            .replace32(seg.seq, r.seq)
+            .replace32(seg.ack, r.ack)
+            .replace16(flags_old, flags_new)
+            .replace16(seg.window, r.window)
+            .merge(self.delta);
+        let h = &mut self.head;
+        h[0..2].copy_from_slice(&ip.apply(seg.ip_check).to_be_bytes());
+        h[2..6].copy_from_slice(&r.saddr.to_ne_bytes());
+        h[6..10].copy_from_slice(&r.daddr.to_ne_bytes());
+        h[10..12].copy_from_slice(&r.sport.to_ne_bytes());
+        h[12..14].copy_from_slice(&r.dport.to_ne_bytes());
+        h[14..18].copy_from_slice(&r.seq.to_be_bytes());
+        h[18..22].copy_from_slice(&r.ack.to_be_bytes());
+        h[22] = seg.doff_byte;
+        h[23] = r.flags;
+        h[24..26].copy_from_slice(&r.window.to_be_bytes());
+        h[26..28].copy_from_slice(&seg.tcp_check.to_ne_bytes());
+        h[28..30].copy_from_slice(&seg.urg.to_ne_bytes());
+        // `len <= MAX_LEN`; the mask shows the verifier a bound.
+        let len = BLOCK_HEAD + (core::hint::black_box(self.len) & BLOCK_MASK);
+        // SAFETY: `head`, `buf` and `slack` are contiguous (repr(C), byte
+        // arrays): `BLOCK_HEAD + BLOCK_MASK + 1` bytes from `head`.
+        let r = unsafe {
+            bpf_skb_store_bytes(
+                ctx.skb.skb,
+                IP_CHECK as u32,
+                self.head.as_ptr().cast(),
+                len as u32,
+                0,
+            )
+        };
+        if r != 0 {
+            return Err(());
+        }
+        if ip != Delta::new() {
+            let diff = u64::from(ip.value().swap_bytes());
+            ctx.l4_csum_replace(TCP_CHECK, 0, diff, u64::from(BPF_F_PSEUDO_HDR))
+                .map_err(|_| ())?;
+        }
+        Rewrite { l4 }.finish(ctx)
+    }
+}
+
 /// Collects header rewrites and applies them with their checksum updates.
 struct Rewrite {
     /// Change of the TCP checksum from non-pseudo-header fields.
@@ -328,23 +494,6 @@ struct Rewrite {
 impl Rewrite {
     const fn new() -> Self {
         Self { l4: Delta::new() }
-    }
-
-    #[inline(always)]
-    fn addr(ctx: &TcContext, off: usize, old: u32, new: u32) -> Result<(), ()> {
-        if old == new {
-            return Ok(());
-        }
-        ctx.store(off, &new, 0).map_err(|_| ())?;
-        ctx.l3_csum_replace(IP_CHECK, u64::from(old), u64::from(new), 4)
-            .map_err(|_| ())?;
-        ctx.l4_csum_replace(
-            TCP_CHECK,
-            u64::from(old),
-            u64::from(new),
-            u64::from(BPF_F_PSEUDO_HDR) | 4,
-        )
-        .map_err(|_| ())
     }
 
     /// A 16-bit field, `old`/`new` in host order.
@@ -380,28 +529,6 @@ impl Rewrite {
         let diff = u64::from(self.l4.value().swap_bytes());
         ctx.l4_csum_replace(TCP_CHECK, 0, diff, 0).map_err(|_| ())
     }
-}
-
-/// Rewrites the addresses and ports of `seg` to `to` as an egress key
-/// (the gateway's address and port become the source).
-#[inline(always)]
-fn retarget(ctx: &TcContext, rw: &mut Rewrite, seg: &Seg, to: &FlowKey) -> Result<(), ()> {
-    // `to` is an ingress key of the other connection: its `daddr:dport` is
-    // the gateway's side, `saddr:sport` the peer.
-    Rewrite::addr(ctx, IP_SADDR, seg.saddr, to.daddr)?;
-    Rewrite::addr(ctx, IP_DADDR, seg.daddr, to.saddr)?;
-    rw.u16(
-        ctx,
-        TCP_SPORT,
-        u16::from_be(seg.sport),
-        u16::from_be(to.dport),
-    )?;
-    rw.u16(
-        ctx,
-        TCP_DPORT,
-        u16::from_be(seg.dport),
-        u16::from_be(to.sport),
-    )
 }
 
 #[inline(always)]
@@ -914,20 +1041,20 @@ fn try_splice_out(
     // the client.
     opts.remove_sack();
 
-    let mut rw = Rewrite::new();
-    retarget(ctx, &mut rw, seg, &b.client)?;
-    if seg.flags & TH_FIN != 0 {
-        // The backend's FIN belongs to S, not to the client's connection:
-        // the client gets the bytes; the backend retransmits the FIN
-        // alone, and that reaches S.
-        let word = u16::from_be_bytes([seg.doff_byte, seg.flags]);
-        rw.u16(ctx, TCP_OFF + 12, word, word & !u16::from(TH_FIN))?;
-    }
-    rw.u32(ctx, TCP_SEQ, seg.seq, client_seq)?;
-    rw.u32(ctx, TCP_ACK, seg.ack, c.c_ack)?;
-    rw.u16(ctx, TCP_WINDOW, seg.window, c.c_window)?;
-    opts.store(ctx, &mut rw.l4)?;
-    rw.finish(ctx)?;
+    opts.store_retargeted(
+        ctx,
+        seg,
+        &Retarget {
+            seq: client_seq,
+            ack: c.c_ack,
+            window: c.c_window,
+            // The backend's FIN belongs to S, not to the client's
+            // connection: the client gets the bytes; the backend
+            // retransmits the FIN alone, and that reaches S.
+            flags: seg.flags & !TH_FIN,
+            ..Retarget::to(seg, &b.client)
+        },
+    )?;
 
     c.sent_end = seq_max(c.sent_end, client_seq.wrapping_add(seg.payload_len));
     c.bytes_spliced += u64::from(seg.payload_len);
@@ -1062,14 +1189,16 @@ fn try_ack_to_backend(
         opts.write_sack(s, &out);
     }
     let win = window::rescale(seg.window, c.client_wscale, b.s_wscale);
-    let backend = c.backend;
-    let mut rw = Rewrite::new();
-    retarget(ctx, &mut rw, seg, &backend)?;
-    rw.u32(ctx, TCP_SEQ, seg.seq, b.snd_nxt)?;
-    rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
-    rw.u16(ctx, TCP_WINDOW, seg.window, win)?;
-    opts.store(ctx, &mut rw.l4)?;
-    rw.finish(ctx)?;
+    opts.store_retargeted(
+        ctx,
+        seg,
+        &Retarget {
+            seq: b.snd_nxt,
+            ack,
+            window: win,
+            ..Retarget::to(seg, &c.backend)
+        },
+    )?;
     flows::add(counter::ACKS, 1);
     if region.is_acked(seg.ack) {
         complete(c, b);

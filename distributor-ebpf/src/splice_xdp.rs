@@ -41,7 +41,10 @@ use distributor_common::{
     },
 };
 
-use crate::flows::{self, FLOWS_C, FLOWS_S};
+use crate::{
+    flows::{self, FLOWS_C, FLOWS_S},
+    packet::Frame,
+};
 
 const ETH_HLEN: usize = 14;
 const IP_OFF: usize = ETH_HLEN;
@@ -55,55 +58,6 @@ const TH_SYN: u8 = 0x02;
 const TH_RST: u8 = 0x04;
 const TH_ACK: u8 = 0x10;
 
-/// The frame `[data, data_end)`; every access is at a constant offset below
-/// the length checked once in [`fast_path`].
-struct Frame {
-    data: usize,
-}
-
-impl Frame {
-    #[inline(always)]
-    fn u8(&self, off: usize) -> u8 {
-        // SAFETY: `off` is below the checked length (see `fast_path`).
-        unsafe { *((self.data + off) as *const u8) }
-    }
-
-    /// A 16-bit field, host order.
-    #[inline(always)]
-    fn u16(&self, off: usize) -> u16 {
-        u16::from_be_bytes([self.u8(off), self.u8(off + 1)])
-    }
-
-    /// A 32-bit field, host order.
-    #[inline(always)]
-    fn u32(&self, off: usize) -> u32 {
-        u32::from_be_bytes([
-            self.u8(off),
-            self.u8(off + 1),
-            self.u8(off + 2),
-            self.u8(off + 3),
-        ])
-    }
-
-    #[inline(always)]
-    fn set(&self, off: usize, bytes: &[u8]) {
-        for (i, b) in bytes.iter().enumerate() {
-            // SAFETY: as in `u8`.
-            unsafe { *((self.data + off + i) as *mut u8) = *b };
-        }
-    }
-
-    #[inline(always)]
-    fn set16(&self, off: usize, v: u16) {
-        self.set(off, &v.to_be_bytes());
-    }
-
-    #[inline(always)]
-    fn set32(&self, off: usize, v: u32) {
-        self.set(off, &v.to_be_bytes());
-    }
-}
-
 /// XDP: splices what it can, passes the rest to TC.
 #[inline(always)]
 pub fn fast_path(ctx: &XdpContext) -> u32 {
@@ -116,7 +70,7 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
     if data + TCP_OPTS > end {
         return Err(());
     }
-    let f = Frame { data };
+    let f = Frame::new(data);
     if f.u16(12) != 0x0800
         || f.u8(IP_OFF) != 0x45
         || f.u8(IP_OFF + 9) != 6
