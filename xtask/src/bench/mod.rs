@@ -17,6 +17,7 @@ mod bpfstats;
 mod chart;
 mod contender;
 mod measure;
+mod paths;
 mod procfs;
 mod report;
 mod workload;
@@ -180,6 +181,19 @@ pub fn run(args: &Args) -> Result<()> {
         ..TestbedConfig::default()
     })?;
 
+    let paths = if settings.contenders.iter().any(|c| c.has_datapath()) {
+        step("timing the datapath's paths alone (BPF_PROG_TEST_RUN)");
+        let paths = paths::measure()
+            .inspect_err(|e| eprintln!("    warning: no per-path figures: {e:#}"))
+            .unwrap_or_default();
+        for p in &paths {
+            eprintln!("    {:>8.0} ns  {} ({})", p.ns_per_run, p.path, p.how);
+        }
+        paths
+    } else {
+        Vec::new()
+    };
+
     let total = settings.workloads.len() * settings.reps * settings.contenders.len();
     step(&format!(
         "{} mode: {} workloads x {} contenders x {} repetitions = {total} runs of {} s",
@@ -232,7 +246,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     let meta = report::Meta::collect(&settings, &stamp, started.elapsed());
     step(&format!("writing {}", out_dir.display()));
-    report::write(&out_dir, &meta, &settings, &runs)?;
+    report::write(&out_dir, &meta, &settings, &runs, &paths)?;
     for ext in ["md", "json", "svg"] {
         let from = out_dir.join(match ext {
             "md" => "results.md",

@@ -11,6 +11,7 @@ use super::{
     chart::{self, Bar, Group},
     contender::PROXY_THREADS,
     measure::{Figures, MIB, Run},
+    paths::PathCost,
     workload::{RECORD_MAX_SIZE, Workload, size_label},
 };
 
@@ -232,7 +233,13 @@ fn summarize<'a>(settings: &'a Settings, runs: &[Run]) -> Vec<Summary<'a>> {
     out
 }
 
-pub fn write(dir: &Path, meta: &Meta, settings: &Settings, runs: &[Run]) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    meta: &Meta,
+    settings: &Settings,
+    runs: &[Run],
+    paths: &[PathCost],
+) -> Result<()> {
     let summaries = summarize(settings, runs);
     let json = json!({
         "meta": meta.to_json(),
@@ -243,13 +250,16 @@ pub fn write(dir: &Path, meta: &Meta, settings: &Settings, runs: &[Run]) -> Resu
             .collect::<Vec<_>>(),
         "medians": summaries.iter().map(Summary::to_json).collect::<Vec<_>>(),
         "runs": runs.iter().map(Run::to_json).collect::<Vec<_>>(),
+        "datapath_paths": paths.iter().map(PathCost::to_json).collect::<Vec<_>>(),
     });
     let write = |name: &str, text: &str| -> Result<()> {
         let path = dir.join(name);
         std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
     };
     write("results.json", &serde_json::to_string_pretty(&json)?)?;
-    write("results.md", &markdown(meta, settings, &summaries))?;
+    let mut md = markdown(meta, settings, &summaries);
+    md.push_str(&paths_markdown(paths));
+    write("results.md", &md)?;
     write("chart.svg", &svg(meta, settings, &summaries))?;
     Ok(())
 }
@@ -443,4 +453,28 @@ fn svg(meta: &Meta, settings: &Settings, summaries: &[Summary]) -> String {
             .collect::<Vec<_>>(),
         &groups,
     )
+}
+
+/// The per-path table: empty when nothing was timed.
+fn paths_markdown(paths: &[PathCost]) -> String {
+    if paths.is_empty() {
+        return String::new();
+    }
+    let mut md = String::from(
+        "\n\n## The datapath's paths alone\n\n\
+         Each TC path run through `BPF_PROG_TEST_RUN` on one fixed packet and map state \
+         (`xtask/src/bench/paths.rs`), timed by the kernel around the program runs: no \
+         other path, no transmit, no wake-up of the control plane mixed in, unlike \
+         ns/pkt above. A single run's time includes the test-run timer's own share (the \
+         region segment timed that way shows it).\n\n\
+         | path | timed as | runs | ns/run |\n|---|---|---|---|\n",
+    );
+    for p in paths {
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} |",
+            p.path, p.how, p.runs, p.ns_per_run
+        );
+    }
+    md
 }
