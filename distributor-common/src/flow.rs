@@ -128,6 +128,9 @@ pub mod flags {
     pub const S_ACKED: u32 = 16;
     /// Datapath-set: the backend sent bytes past a region: never reuse.
     pub const BROKEN: u32 = 32;
+    /// Datapath-set from the arm ([`super::Arm::wake`]): the region's DONE
+    /// event wakes the control plane.
+    pub const WAKE_ON_DONE: u32 = 64;
 }
 
 /// One client connection (socket C). Key: [`FlowKey`] client -> VIP.
@@ -240,8 +243,11 @@ pub struct Arm {
     pub c_window: u16,
     /// Request kind, one of `splice::http_scan::REQUEST_*`.
     pub request: u8,
-    /// Explicit padding.
-    pub pad: u8,
+    /// 1: the response's DONE event wakes the control plane's event
+    /// reader; 0: it waits to be read (the control plane learns of it
+    /// through the client's next request, or looks every few
+    /// milliseconds). A wake-up is an interrupt, dear under a hypervisor.
+    pub wake: u8,
     /// The largest payload the client accepts (C's send MSS): a response
     /// is spliced only if the backend's segments fit.
     pub client_mss: u32,

@@ -11,7 +11,6 @@ use aya_ebpf::{
 use distributor_common::{
     flow::{
         ARMS_MAX, Arm, BackendFlow, ClientFlow, EVENTS_BYTES, Event, FLOWS_MAX, FlowKey, counter,
-        event,
     },
     splice::timestamps::{ts_lt, ts_max},
 };
@@ -51,14 +50,14 @@ pub fn relayed(reason: u32) {
 /// buffer is full (the control plane then times the request out).
 ///
 /// Waking the reader costs an interrupt (`irq_work`: a self-IPI, and a
-/// VM exit under a hypervisor: about 10 µs here, more than the rest of the
-/// decision). A SPLICE event does not wake it: nothing waits on it, the
-/// bytes flow regardless, and the reader takes it with the DONE that
-/// follows (or at its periodic look). RELAY and DONE force the wake-up:
-/// the kernel's own rule (wake only when the reader had read everything)
-/// would skip it behind an unread SPLICE.
+/// VM exit under a hypervisor: about 10 µs here, more than the rest of a
+/// response's datapath work). `wake` false writes the event without: a
+/// SPLICE event (nothing waits on it: the bytes flow regardless), a DONE
+/// the control plane learns of otherwise ([`flags::WAKE_ON_DONE`] clear).
+/// `wake` true forces one: the kernel's own rule (wake only when the
+/// reader had read everything) would skip it behind an unread event.
 #[inline(always)]
-pub fn report(id: u64, kind: u32, reason: u32, len: u32) {
+pub fn report(id: u64, kind: u32, reason: u32, len: u32, wake: bool) {
     let ev = Event {
         id,
         kind,
@@ -66,10 +65,10 @@ pub fn report(id: u64, kind: u32, reason: u32, len: u32) {
         len,
         pad: 0,
     };
-    let wake = if kind == event::SPLICE {
-        BPF_RB_NO_WAKEUP
-    } else {
+    let wake = if wake {
         BPF_RB_FORCE_WAKEUP
+    } else {
+        BPF_RB_NO_WAKEUP
     };
     if EVENTS.output(ev, u64::from(wake)).is_err() {
         add(counter::EVENTS_LOST, 1);

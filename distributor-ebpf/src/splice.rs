@@ -899,7 +899,7 @@ fn try_decide(
 ) -> Result<(), ()> {
     let relay = |reason: u32| {
         flows::relayed(reason);
-        flows::report(arm.id, event::RELAY, reason, 0);
+        flows::report(arm.id, event::RELAY, reason, 0, true);
         Ok(())
     };
     let Some(c) = FLOWS_C.get_ptr_mut(arm.client) else {
@@ -990,6 +990,11 @@ fn try_decide(
     if c.ifindex == 0 {
         c.ifindex = route(ctx, arm.client.daddr, arm.client.saddr);
     }
+    if arm.wake != 0 {
+        c.flags |= fl::WAKE_ON_DONE;
+    } else {
+        c.flags &= !fl::WAKE_ON_DONE;
+    }
     c.region = region;
     c.sent_end = c0;
     c.backend = *key;
@@ -1001,7 +1006,7 @@ fn try_decide(
     b.state = state::SPLICING;
     flows::add(counter::REGIONS, 1);
     // The status code rides in `reason`: the control plane records it.
-    flows::report(arm.id, event::SPLICE, scan.scanner.status(), len);
+    flows::report(arm.id, event::SPLICE, scan.scanner.status(), len, false);
     Ok(())
 }
 
@@ -1221,7 +1226,13 @@ fn complete(c: &mut ClientFlow, b: &mut BackendFlow) {
     c.regions_done += 1;
     flows::add(counter::DONE, 1);
     let broken = b.flags & fl::BROKEN;
-    flows::report(b.arm_id, event::DONE, broken, len);
+    flows::report(
+        b.arm_id,
+        event::DONE,
+        broken,
+        len,
+        c.flags & fl::WAKE_ON_DONE != 0,
+    );
 }
 
 // ---- gateway sockets -> peers --------------------------------------------

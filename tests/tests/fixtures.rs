@@ -172,7 +172,7 @@ fn arm(c0: u32, s0: u32) -> Arm {
         c_ack: C_ACK,
         c_window: C_WINDOW,
         request: 0,
-        pad: 0,
+        wake: 0,
         client_mss: 1448,
     }
 }

@@ -133,6 +133,17 @@ pub fn info(fd: &impl AsRawFd) -> io::Result<Info> {
     })
 }
 
+/// Bytes received and not yet read (`FIONREAD`).
+pub fn unread(fd: &impl AsRawFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int through the pointer.
+    let r = unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &raw mut n) };
+    if r != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(n).unwrap_or(0))
+}
+
 /// The socket's current `TSval` clock (what its next segment would carry).
 pub fn ts_clock(fd: &impl AsRawFd) -> io::Result<u32> {
     let mut buf = [0_u8; 4];

@@ -50,6 +50,8 @@ pub struct Splice {
     arms: Mutex<HashMap<MapData, FlowKey, Arm>>,
     waiters: Mutex<StdHashMap<u64, mpsc::UnboundedSender<Event>>>,
     next_id: AtomicU64,
+    /// Asks the event reader to look at the ring now ([`Splice::look`]).
+    look: tokio::sync::Notify,
 }
 
 fn open<K: aya::Pod, V: aya::Pod>(
@@ -91,6 +93,7 @@ impl Splice {
             arms: Mutex::new(open(pin_dir, flow::ARMS)?),
             waiters: Mutex::new(StdHashMap::new()),
             next_id: AtomicU64::new(1),
+            look: tokio::sync::Notify::new(),
         });
         let ring = RingBuf::try_from(events)?;
         // SAFETY: the ring buffer owns its map's file descriptor and keeps
@@ -103,8 +106,10 @@ impl Splice {
     }
 
     /// Hands the ring's events to their waiters: when the datapath wakes
-    /// the reader (RELAY, DONE), and every [`EVENTS_LOOK`] for the events
-    /// it writes without waking it (SPLICE: see the datapath's `report`).
+    /// the reader (RELAY, a DONE armed with `wake`), when a connection asks
+    /// ([`Splice::look`]), and every [`EVENTS_LOOK`] for the events it
+    /// writes without waking it (SPLICE, other DONEs: see the datapath's
+    /// `report`).
     async fn read_events(&self, mut fd: AsyncFd<RingBuf<MapData>>) {
         let mut look = tokio::time::interval(EVENTS_LOOK);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -122,8 +127,16 @@ impl Splice {
                     guard.clear_ready();
                 }
                 _ = look.tick() => self.dispatch(fd.get_mut()),
+                () = self.look.notified() => self.dispatch(fd.get_mut()),
             }
         }
+    }
+
+    /// Has the event reader look at the ring at once: for a DONE written
+    /// without a wake-up, when the caller knows it is there (the client's
+    /// next request arrived: the ACK that completed the region came first).
+    pub fn look(&self) {
+        self.look.notify_one();
     }
 
     fn dispatch(&self, ring: &mut RingBuf<MapData>) {
@@ -208,6 +221,7 @@ impl Splice {
         backend: &TcpStream,
         backend_reg: &BackendReg,
         method: &str,
+        wake: bool,
     ) -> Result<Armed, &'static str> {
         let request = match method {
             "HEAD" => http_scan::REQUEST_HEAD,
@@ -229,7 +243,7 @@ impl Splice {
             c_ack: c.rcv_nxt,
             c_window: u16::try_from(c_info.rcv_wnd >> c_info.rcv_wscale).unwrap_or(u16::MAX),
             request: u8::try_from(request).unwrap_or(0),
-            pad: 0,
+            wake: u8::from(wake),
             client_mss: c_info.snd_mss,
         };
         let (tx, rx) = mpsc::unbounded_channel();
@@ -243,6 +257,7 @@ impl Splice {
             backend: backend_reg.key,
             id,
             events: rx,
+            wake,
         })
     }
 }
@@ -309,9 +324,16 @@ pub struct Armed {
     backend: FlowKey,
     id: u64,
     events: mpsc::UnboundedReceiver<Event>,
+    /// The DONE event wakes the reader (else: [`Armed::look`]).
+    pub wake: bool,
 }
 
 impl Armed {
+    /// Has the event reader look at the ring now ([`Splice::look`]).
+    pub fn look(&self) {
+        self.splice.look();
+    }
+
     /// The next event of this request.
     pub async fn next(&mut self) -> Option<Event> {
         self.events.recv().await

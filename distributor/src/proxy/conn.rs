@@ -520,7 +520,11 @@ impl Client<'_> {
             }
         }
         let backend = conn.splice.as_ref()?;
-        match sp.arm(&self.stream, client, &conn.stream, backend, method) {
+        // The client's next request tells when this response is done (the
+        // ACK that completes it comes first), unless requests are already
+        // waiting: then the DONE event must wake the control plane.
+        let wake = !self.buf.is_empty() || sockets::unread(&self.stream).map_or(true, |n| n > 0);
+        match sp.arm(&self.stream, client, &conn.stream, backend, method, wake) {
             Ok(a) => Some(a),
             Err(why) => {
                 rec.path_reason = Some(why);
@@ -539,11 +543,22 @@ impl Client<'_> {
         rec: &mut RequestRecord,
     ) -> Decision {
         let t = self.shared.timeouts;
+        // Without a wake-up (`Armed::wake`), the client's next request (or
+        // its FIN) says the events are in the ring: have the reader look.
+        let mut watch_client = !a.wake;
         let first = tokio::time::timeout(t.response_head, async {
-            tokio::select! {
-                biased;
-                ev = a.next() => ev,
-                _ = conn.stream.readable() => None,
+            loop {
+                tokio::select! {
+                    biased;
+                    ev = a.next() => return ev,
+                    _ = conn.stream.readable() => return None,
+                    r = self.stream.readable(), if watch_client => {
+                        watch_client = false;
+                        if r.is_ok() {
+                            a.look();
+                        }
+                    }
+                }
             }
         })
         .await;
@@ -596,11 +611,22 @@ impl Client<'_> {
         len: u32,
     ) -> Result<bool, String> {
         let idle = self.shared.timeouts.response_body_idle;
-        let mut last = self.flow().map(|f| f.bytes_spliced);
+        let mut last = None;
         let mut progress_at = Instant::now();
-        let mut tick = tokio::time::interval(PEER_CHECK);
+        // The first check after PEER_CHECK: most responses are done sooner.
+        let mut tick =
+            tokio::time::interval_at(tokio::time::Instant::now() + PEER_CHECK, PEER_CHECK);
+        // Without a wake-up, the client's next request (or its FIN) says
+        // the DONE event is in the ring: have the reader look.
+        let mut watch_client = !a.wake;
         loop {
             tokio::select! {
+                r = self.stream.readable(), if watch_client => {
+                    watch_client = false;
+                    if r.is_ok() {
+                        a.look();
+                    }
+                }
                 ev = a.next() => {
                     return match ev {
                         Some(ev) if ev.kind == event::DONE && ev.len == len => Ok(ev.reason != 0),

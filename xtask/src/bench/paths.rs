@@ -242,7 +242,7 @@ fn measure_here() -> Result<Vec<PathCost>> {
                 c_ack: 0x1111_2222,
                 c_window: 0x1f5,
                 request: 0,
-                pad: 0,
+                wake: 0,
                 client_mss: 1448,
             },
         );
