@@ -95,7 +95,8 @@ const TH_PSH: u8 = 0x08;
 const TH_ACK: u8 = 0x10;
 
 /// The fields of an IPv4/TCP segment the datapath reads.
-#[derive(Clone, Copy, Default)]
+#[derive(Clone, Copy)]
+#[repr(C)]
 struct Seg {
     /// Network order.
     saddr: u32,
@@ -142,13 +143,18 @@ impl Seg {
 /// `bpf_skb_load_bytes`.
 #[inline(always)]
 fn parse(ctx: &TcContext) -> Result<Seg, ()> {
-    let mut seg = Seg::default();
-    if parse_into(ctx, &mut seg).is_ok() {
-        Ok(seg)
-    } else {
-        Err(())
-    }
+    // Filled in this CPU's slot and copied out: a `Seg` cleared on the
+    // stack first would cost a byte loop (the eBPF target calls `memset`
+    // for anything over eight stores).
+    let slot = SEG.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot; one program runs per CPU at a time.
+    let slot = unsafe { &mut *slot };
+    parse_into(ctx, slot)?;
+    Ok(*slot)
 }
+
+#[btf_map]
+static SEG: PerCpuArray<Seg, 1> = PerCpuArray::new();
 
 /// [`parse`] in a frame of its own: its temporaries stay off the stack of
 /// the call chains that follow.
@@ -280,7 +286,8 @@ impl Opts {
         // SAFETY: this CPU's slot; one program runs per CPU at a time and
         // uses one `Opts` per packet.
         let o = unsafe { &mut *o };
-        o.buf = [0_u8; MAX_LEN];
+        // Not cleared first (a byte loop here): everything reads only the
+        // first `len` bytes.
         if len > 0 && len <= MAX_LEN {
             // SAFETY: `buf` is MAX_LEN bytes and `len <= MAX_LEN`.
             let r = unsafe {

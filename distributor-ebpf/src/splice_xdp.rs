@@ -30,7 +30,9 @@
 
 use aya_ebpf::{
     bindings::{BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup, xdp_action},
+    btf_maps::PerCpuArray,
     helpers::generated::{bpf_fib_lookup, bpf_redirect},
+    macros::btf_map,
     programs::XdpContext,
 };
 use distributor_common::{
@@ -57,6 +59,9 @@ const TH_FIN: u8 = 0x01;
 const TH_SYN: u8 = 0x02;
 const TH_RST: u8 = 0x04;
 const TH_ACK: u8 = 0x10;
+
+#[btf_map]
+static FIB: PerCpuArray<bpf_fib_lookup, 1> = PerCpuArray::new();
 
 /// XDP: splices what it can, passes the rest to TC.
 #[inline(always)]
@@ -136,19 +141,26 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
 
     // The client's next hop; unresolved, TC's `bpf_redirect_neigh` copes.
     let to = b.client;
-    // SAFETY: an all-zero `bpf_fib_lookup` is a valid request once the
-    // fields below are set.
-    let mut fib: bpf_fib_lookup = unsafe { core::mem::zeroed() };
+    // The request in this CPU's slot, every input field the lookup reads
+    // without flags set here: a zeroed one on the stack would cost a byte
+    // loop per packet (the eBPF target calls `memset` for it).
+    let fib = FIB.get_ptr_mut(0).ok_or(())?;
+    // SAFETY: this CPU's slot; one program runs per CPU at a time.
+    let fib = unsafe { &mut *fib };
     fib.family = 2; // AF_INET
     fib.l4_protocol = 6;
+    fib.sport = 0;
+    fib.dport = 0;
+    fib.__bindgen_anon_1.tot_len = 0;
     fib.ifindex = c.ifindex;
+    fib.__bindgen_anon_2.tos = 0;
     fib.__bindgen_anon_3.ipv4_src = to.daddr;
     fib.__bindgen_anon_4.ipv4_dst = to.saddr;
     // SAFETY: `fib` is a valid, writable lookup structure.
     let r = unsafe {
         bpf_fib_lookup(
             ctx.ctx.cast(),
-            &raw mut fib,
+            core::ptr::from_mut(fib),
             size_of::<bpf_fib_lookup>() as i32,
             0,
         )

@@ -171,9 +171,9 @@ pub fn checksum(data: &[u8]) -> u16 {
 /// from a data segment by cutting its payload off), host order.
 ///
 /// `header` is the 20-byte fixed TCP header (its checksum field is
-/// skipped), `options` the options area zero-padded to 40 bytes (zero words
-/// add nothing to the sum), `options_len` its real length; the addresses
-/// are as on the wire. Fixed-size loops: the datapath may call it.
+/// skipped), `options` holds the options area in its first `options_len`
+/// bytes (the rest is not read); the addresses are as on the wire. Loops
+/// bounded by constants: the datapath may call it.
 #[must_use]
 #[inline(always)]
 pub fn header_only_tcp(
@@ -195,8 +195,10 @@ pub fn header_only_tcp(
         }
         i += 2;
     }
+    // The area's own bytes only: what follows them in `options` is left
+    // over from other packets.
     let mut i = 0;
-    while i < 40 {
+    while i < 40 && i < usize::from(options_len) {
         sum += word(options, i);
         i += 2;
     }
