@@ -98,6 +98,19 @@ impl Frame {
         Self { data }
     }
 
+    /// IPv4 without options, not a fragment, carrying TCP: the TCP header
+    /// at offset 34. Needs 34 bytes checked.
+    #[inline(always)]
+    pub fn is_plain_ipv4_tcp(&self) -> bool {
+        const IP: usize = 14;
+        // More-fragments flag and fragment offset.
+        let fragment = self.u16(IP + 6) & 0x3fff;
+        self.u16(12) == 0x0800
+            && self.u8(IP) == 0x45
+            && self.u8(IP + 9) == IPPROTO_TCP
+            && fragment == 0
+    }
+
     #[inline(always)]
     pub fn u8(&self, off: usize) -> u8 {
         // SAFETY: `off` is below the length the caller checked.

@@ -165,11 +165,7 @@ fn parse_into(ctx: &TcContext, seg: &mut Seg) -> Result<(), ()> {
         parse_loaded(ctx, seg)?
     } else {
         let f = Frame::new(data);
-        if f.u16(12) != 0x0800
-            || f.u8(IP_OFF) != 0x45
-            || f.u8(IP_OFF + 9) != 6
-            || f.u16(IP_OFF + 6) & 0x3fff != 0
-        {
+        if !f.is_plain_ipv4_tcp() {
             return Err(());
         }
         seg.saddr = f.u32(IP_SADDR).to_be();
@@ -376,18 +372,7 @@ impl Opts {
             return Err(());
         }
         // SAFETY: `buf` holds `len <= MAX_LEN` bytes.
-        let r = unsafe {
-            bpf_skb_store_bytes(
-                ctx.skb.skb,
-                TCP_OPTS as u32,
-                self.buf.as_ptr().cast(),
-                len as u32,
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(());
-        }
+        unsafe { store_bytes(ctx, TCP_OPTS, self.buf.as_ptr(), len) }?;
         *d = d.merge(self.delta);
         Ok(())
     }
@@ -395,6 +380,18 @@ impl Opts {
 
 #[btf_map]
 static OPTS: PerCpuArray<Opts, 1> = PerCpuArray::new();
+
+/// Writes `len` bytes from `from` into the packet at `off` (no checksum
+/// flags: the callers update the checksums).
+///
+/// # Safety
+/// `from` must be valid for reads of `len` bytes.
+#[inline(always)]
+unsafe fn store_bytes(ctx: &TcContext, off: usize, from: *const u8, len: usize) -> Result<(), ()> {
+    // SAFETY: as the caller promises.
+    let r = unsafe { bpf_skb_store_bytes(ctx.skb.skb, off as u32, from.cast(), len as u32, 0) };
+    if r == 0 { Ok(()) } else { Err(()) }
+}
 
 /// Bytes from the IP checksum to the TCP options.
 const BLOCK_HEAD: usize = TCP_OPTS - IP_CHECK;
@@ -471,18 +468,7 @@ impl Opts {
         let len = BLOCK_HEAD + (core::hint::black_box(self.len) & BLOCK_MASK);
         // SAFETY: `head`, `buf` and `slack` are contiguous (repr(C), byte
         // arrays): `BLOCK_HEAD + BLOCK_MASK + 1` bytes from `head`.
-        let r = unsafe {
-            bpf_skb_store_bytes(
-                ctx.skb.skb,
-                IP_CHECK as u32,
-                self.head.as_ptr().cast(),
-                len as u32,
-                0,
-            )
-        };
-        if r != 0 {
-            return Err(());
-        }
+        unsafe { store_bytes(ctx, IP_CHECK, self.head.as_ptr(), len) }?;
         if ip != Delta::new() {
             let diff = u64::from(ip.value().swap_bytes());
             ctx.l4_csum_replace(TCP_CHECK, 0, diff, u64::from(BPF_F_PSEUDO_HDR))

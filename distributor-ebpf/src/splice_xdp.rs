@@ -76,11 +76,7 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
         return Err(());
     }
     let f = Frame::new(data);
-    if f.u16(12) != 0x0800
-        || f.u8(IP_OFF) != 0x45
-        || f.u8(IP_OFF + 9) != 6
-        || f.u16(IP_OFF + 6) & 0x3fff != 0
-    {
+    if !f.is_plain_ipv4_tcp() {
         return Err(());
     }
     let flags = f.u8(TCP_OFF + 13);
