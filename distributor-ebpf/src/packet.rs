@@ -8,6 +8,28 @@ pub const ETH_P_IP_BE: u16 = 0x0800_u16.to_be();
 /// IP protocol number of TCP.
 pub const IPPROTO_TCP: u8 = 6;
 
+/// Offsets in an Ethernet frame carrying IPv4 without options and TCP,
+/// and the TCP flag bits.
+pub const ETH_HLEN: usize = 14;
+pub const IP_OFF: usize = ETH_HLEN;
+pub const IP_CHECK: usize = IP_OFF + 10;
+pub const IP_SADDR: usize = IP_OFF + 12;
+pub const IP_DADDR: usize = IP_OFF + 16;
+pub const TCP_OFF: usize = IP_OFF + 20;
+pub const TCP_SPORT: usize = TCP_OFF;
+pub const TCP_DPORT: usize = TCP_OFF + 2;
+pub const TCP_SEQ: usize = TCP_OFF + 4;
+pub const TCP_ACK: usize = TCP_OFF + 8;
+pub const TCP_WINDOW: usize = TCP_OFF + 14;
+pub const TCP_CHECK: usize = TCP_OFF + 16;
+pub const TCP_OPTS: usize = TCP_OFF + 20;
+
+pub const TH_FIN: u8 = 0x01;
+pub const TH_SYN: u8 = 0x02;
+pub const TH_RST: u8 = 0x04;
+pub const TH_PSH: u8 = 0x08;
+pub const TH_ACK: u8 = 0x10;
+
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct EthHdr {
@@ -102,12 +124,11 @@ impl Frame {
     /// at offset 34. Needs 34 bytes checked.
     #[inline(always)]
     pub fn is_plain_ipv4_tcp(&self) -> bool {
-        const IP: usize = 14;
         // More-fragments flag and fragment offset.
-        let fragment = self.u16(IP + 6) & 0x3fff;
+        let fragment = self.u16(IP_OFF + 6) & 0x3fff;
         self.u16(12) == 0x0800
-            && self.u8(IP) == 0x45
-            && self.u8(IP + 9) == IPPROTO_TCP
+            && self.u8(IP_OFF) == 0x45
+            && self.u8(IP_OFF + 9) == IPPROTO_TCP
             && fragment == 0
     }
 

@@ -71,28 +71,11 @@ use distributor_common::{
 
 use crate::{
     flows::{self, ARMS, FLOWS_C, FLOWS_S},
-    packet::Frame,
+    packet::{
+        ETH_HLEN, Frame, IP_CHECK, IP_DADDR, IP_OFF, IP_SADDR, TCP_ACK, TCP_CHECK, TCP_DPORT,
+        TCP_OFF, TCP_OPTS, TCP_SEQ, TCP_SPORT, TCP_WINDOW, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN,
+    },
 };
-
-const ETH_HLEN: usize = 14;
-const IP_OFF: usize = ETH_HLEN;
-const IP_CHECK: usize = IP_OFF + 10;
-const IP_SADDR: usize = IP_OFF + 12;
-const IP_DADDR: usize = IP_OFF + 16;
-const TCP_OFF: usize = IP_OFF + 20;
-const TCP_SPORT: usize = TCP_OFF;
-const TCP_DPORT: usize = TCP_OFF + 2;
-const TCP_SEQ: usize = TCP_OFF + 4;
-const TCP_ACK: usize = TCP_OFF + 8;
-const TCP_WINDOW: usize = TCP_OFF + 14;
-const TCP_CHECK: usize = TCP_OFF + 16;
-const TCP_OPTS: usize = TCP_OFF + 20;
-
-const TH_FIN: u8 = 0x01;
-const TH_SYN: u8 = 0x02;
-const TH_RST: u8 = 0x04;
-const TH_PSH: u8 = 0x08;
-const TH_ACK: u8 = 0x10;
 
 /// The fields of an IPv4/TCP segment the datapath reads.
 #[derive(Clone, Copy)]

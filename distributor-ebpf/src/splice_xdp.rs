@@ -45,20 +45,14 @@ use distributor_common::{
 
 use crate::{
     flows::{self, FLOWS_C, FLOWS_S},
-    packet::Frame,
+    packet::{
+        Frame, IP_CHECK, IP_DADDR, IP_OFF, IP_SADDR, TCP_ACK, TCP_CHECK, TCP_DPORT, TCP_OFF,
+        TCP_OPTS, TCP_SEQ, TCP_SPORT, TCP_WINDOW, TH_ACK, TH_FIN, TH_RST, TH_SYN,
+    },
 };
 
-const ETH_HLEN: usize = 14;
-const IP_OFF: usize = ETH_HLEN;
-const TCP_OFF: usize = IP_OFF + 20;
-const TCP_OPTS: usize = TCP_OFF + 20;
 /// `NOP NOP TS(10)`: the options of a Linux data segment with timestamps.
 const TS_LEN: usize = 12;
-
-const TH_FIN: u8 = 0x01;
-const TH_SYN: u8 = 0x02;
-const TH_RST: u8 = 0x04;
-const TH_ACK: u8 = 0x10;
 
 #[btf_map]
 static FIB: PerCpuArray<bpf_fib_lookup, 1> = PerCpuArray::new();
@@ -96,10 +90,10 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
     }
     // Raw (network order) address and port fields, as the flow keys hold.
     let key = FlowKey::ingress(
-        f.u32(IP_OFF + 12).to_be(),
-        f.u32(IP_OFF + 16).to_be(),
-        f.u16(TCP_OFF).to_be(),
-        f.u16(TCP_OFF + 2).to_be(),
+        f.u32(IP_SADDR).to_be(),
+        f.u32(IP_DADDR).to_be(),
+        f.u16(TCP_SPORT).to_be(),
+        f.u16(TCP_DPORT).to_be(),
     );
     let b = FLOWS_S.get_ptr_mut(key).ok_or(())?;
     // SAFETY: a map value; the kernel keeps it alive while we run.
@@ -107,8 +101,8 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
     if b.state != state::SPLICING {
         return Err(());
     }
-    let seq = f.u32(TCP_OFF + 4);
-    let ack = f.u32(TCP_OFF + 8);
+    let seq = f.u32(TCP_SEQ);
+    let ack = f.u32(TCP_ACK);
     // An ACK S has not seen needs a copy for S: TC makes it.
     if b.flags & fl::S_ACKED == 0 || seq_gt(ack, b.s_acked) {
         return Err(());
@@ -167,14 +161,14 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
 
     // Rewrite. The addresses change both checksums (TCP through the
     // pseudo-header); everything else only TCP's.
-    let (saddr, daddr) = (f.u32(IP_OFF + 12), f.u32(IP_OFF + 16));
+    let (saddr, daddr) = (f.u32(IP_SADDR), f.u32(IP_DADDR));
     let (new_saddr, new_daddr) = (u32::from_be(to.daddr), u32::from_be(to.saddr));
     let ip = Delta::new()
         .replace32(saddr, new_saddr)
         .replace32(daddr, new_daddr);
-    let (sport, dport) = (f.u16(TCP_OFF), f.u16(TCP_OFF + 2));
+    let (sport, dport) = (f.u16(TCP_SPORT), f.u16(TCP_DPORT));
     let (new_sport, new_dport) = (u16::from_be(to.dport), u16::from_be(to.sport));
-    let window = f.u16(TCP_OFF + 14);
+    let window = f.u16(TCP_WINDOW);
     let mut tcp = ip
         .replace16(sport, new_sport)
         .replace16(dport, new_dport)
@@ -190,15 +184,15 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
         f.set32(TCP_OPTS + 4, new_tsval);
         f.set32(TCP_OPTS + 8, c.ts_recent);
     }
-    f.set16(IP_OFF + 10, ip.apply(f.u16(IP_OFF + 10)));
-    f.set32(IP_OFF + 12, new_saddr);
-    f.set32(IP_OFF + 16, new_daddr);
-    f.set16(TCP_OFF, new_sport);
-    f.set16(TCP_OFF + 2, new_dport);
-    f.set32(TCP_OFF + 4, client_seq);
-    f.set32(TCP_OFF + 8, c.c_ack);
-    f.set16(TCP_OFF + 14, c.c_window);
-    f.set16(TCP_OFF + 16, tcp.apply(f.u16(TCP_OFF + 16)));
+    f.set16(IP_CHECK, ip.apply(f.u16(IP_CHECK)));
+    f.set32(IP_SADDR, new_saddr);
+    f.set32(IP_DADDR, new_daddr);
+    f.set16(TCP_SPORT, new_sport);
+    f.set16(TCP_DPORT, new_dport);
+    f.set32(TCP_SEQ, client_seq);
+    f.set32(TCP_ACK, c.c_ack);
+    f.set16(TCP_WINDOW, c.c_window);
+    f.set16(TCP_CHECK, tcp.apply(f.u16(TCP_CHECK)));
     f.set(0, &fib.dmac);
     f.set(6, &fib.smac);
 
