@@ -241,17 +241,18 @@ pub fn pinned_map_id(path: &std::path::Path) -> Result<u64> {
     v["id"].as_u64().context("map without id")
 }
 
-/// Names of the loaded programs that use map `map_id`: exactly the programs
-/// of the instance that created the map (the kernel frees a program once
-/// its links and file descriptors are gone).
-pub fn programs_using_map(map_id: u64) -> Result<Vec<String>> {
+/// `bpftool prog show` entries of the loaded programs that use map
+/// `map_id`: exactly the programs of the instance that created the map
+/// (the kernel frees a program once its links and file descriptors are
+/// gone).
+fn programs_with_map(map_id: u64) -> Result<Vec<serde_json::Value>> {
     let out = Command::new("bpftool")
         .args(["--json", "prog", "show"])
         .output()
         .context("running bpftool")?;
     anyhow::ensure!(out.status.success(), "bpftool prog show failed");
     let progs: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    let mut names: Vec<String> = progs
+    Ok(progs
         .as_array()
         .into_iter()
         .flatten()
@@ -260,8 +261,26 @@ pub fn programs_using_map(map_id: u64) -> Result<Vec<String>> {
                 .as_array()
                 .is_some_and(|ids| ids.iter().any(|id| id.as_u64() == Some(map_id)))
         })
+        .cloned()
+        .collect())
+}
+
+/// Names of the loaded programs that use map `map_id` (see
+/// [`programs_with_map`]), sorted.
+pub fn programs_using_map(map_id: u64) -> Result<Vec<String>> {
+    let mut names: Vec<String> = programs_with_map(map_id)?
+        .iter()
         .filter_map(|p| p["name"].as_str().map(str::to_owned))
         .collect();
     names.sort();
     Ok(names)
+}
+
+/// Ids of the loaded programs that use map `map_id` (see
+/// [`programs_with_map`]).
+pub fn program_ids_using_map(map_id: u64) -> Result<std::collections::BTreeSet<u64>> {
+    Ok(programs_with_map(map_id)?
+        .iter()
+        .filter_map(|p| p["id"].as_u64())
+        .collect())
 }

@@ -41,7 +41,10 @@ pub use crate::{
     baseline::{flow_rows, poll},
     client::{Request, Response},
     gateway::ADMIN_PORT,
-    gateway::{bpftool_dump, bpftool_dump_raw, distributor_bin, pinned_map_id, programs_using_map},
+    gateway::{
+        bpftool_dump, bpftool_dump_raw, distributor_bin, pinned_map_id, program_ids_using_map,
+        programs_using_map,
+    },
     netns::Netns,
     peers::{HaproxyOptions, PeerPools},
     process::Daemon,
@@ -49,6 +52,12 @@ pub use crate::{
 
 /// Prefix of every namespace the testbed creates.
 pub const NS_PREFIX: &str = "dist-";
+
+/// Counters a splice must leave at zero at its endpoints: a segment
+/// dropped for a bad checksum, for an old timestamp (PAWS), or for a bad
+/// SACK block.
+pub const NSTAT_SPLICE_ZERO: [&str; 3] =
+    ["TcpInCsumErrors", "TcpExtPAWSEstab", "TcpExtTCPSACKDiscard"];
 /// The gateway's address on the client side.
 pub const GATEWAY_CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 /// The client's address.
@@ -191,6 +200,24 @@ impl Testbed {
              servers = [{}]\n",
             servers.join(", ")
         )
+    }
+
+    /// A testbed for a test: needs root (says how to run otherwise) and
+    /// panics if it cannot be built.
+    #[must_use]
+    pub fn for_test(config: &TestbedConfig) -> Self {
+        assert!(
+            is_root(),
+            "these tests need root: run them with `cargo xtask test`"
+        );
+        Self::new(config).expect("building the testbed")
+    }
+
+    /// The counters of [`NSTAT_SPLICE_ZERO`] that are not zero, on the
+    /// client and every backend, keyed `who:name`.
+    #[must_use]
+    pub fn nstat_splice_errors(&self) -> std::collections::BTreeMap<String, u64> {
+        self.nstat_nonzero(&NSTAT_SPLICE_ZERO)
     }
 
     /// The `nstat` counters among `names` that are not zero, on the client

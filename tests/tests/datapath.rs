@@ -10,16 +10,11 @@ use distributor_tests::{Testbed, TestbedConfig, bpftool_dump, pinned_map_id, pro
 use serde_json::Value;
 
 fn testbed(backends: usize) -> Testbed {
-    assert!(
-        distributor_tests::is_root(),
-        "these tests need root: run them with `cargo xtask test`"
-    );
-    Testbed::new(&TestbedConfig {
+    Testbed::for_test(&TestbedConfig {
         backends,
         object_sizes: vec![1024, 256 * 1024],
         ..TestbedConfig::default()
     })
-    .expect("building the testbed")
 }
 
 /// (packets, bytes) of `iface`/`hook` in a `stats --json` snapshot.

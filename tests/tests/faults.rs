@@ -29,18 +29,14 @@ use aya::maps::{HashMap as BpfHashMap, Map, MapData};
 use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, FlowKey};
 use distributor_tests::{
     Backend, Daemon, Netns, Request, Testbed, TestbedConfig, VIP, flow_rows, pinned_map_id, poll,
-    programs_using_map, splice_counter,
+    program_ids_using_map, programs_using_map, splice_counter,
 };
 use serde_json::Value;
 
 // ---- testbed and configuration --------------------------------------------
 
 fn testbed(backends: usize, sizes: Vec<usize>, directives: &[(&str, &str)]) -> Testbed {
-    assert!(
-        distributor_tests::is_root(),
-        "these tests need root: run them with `cargo xtask test`"
-    );
-    Testbed::new(&TestbedConfig {
+    Testbed::for_test(&TestbedConfig {
         backends,
         object_sizes: sizes,
         backend_directives: directives
@@ -48,7 +44,6 @@ fn testbed(backends: usize, sizes: Vec<usize>, directives: &[(&str, &str)]) -> T
             .map(|(b, d)| ((*b).to_owned(), (*d).to_owned()))
             .collect(),
     })
-    .expect("building the testbed")
 }
 
 /// `addr:port` of an nginx backend.
@@ -1648,27 +1643,6 @@ fn flow_maps_return_to_baseline_when_connections_end() {
 
 // ---- 6: the control plane stops mid-splice ---------------------------------------
 
-/// Ids of the loaded programs that use map `map_id`: the running
-/// instance's.
-fn program_ids(map_id: u64) -> BTreeSet<u64> {
-    let out = std::process::Command::new("bpftool")
-        .args(["--json", "prog", "show"])
-        .output()
-        .expect("bpftool prog show");
-    let progs: Value = serde_json::from_slice(&out.stdout).expect("bpftool json");
-    progs
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|p| {
-            p["map_ids"]
-                .as_array()
-                .is_some_and(|ids| ids.iter().any(|id| id.as_u64() == Some(map_id)))
-        })
-        .filter_map(|p| p["id"].as_u64())
-        .collect()
-}
-
 /// The bpf links (TCX attachments) of programs `ids`.
 fn links_of(ids: &BTreeSet<u64>) -> Vec<Value> {
     let out = std::process::Command::new("bpftool")
@@ -1714,7 +1688,7 @@ fn sigterm_mid_splice_closes_the_client_cleanly_and_a_restart_splices_at_once() 
         programs_using_map(map_id).expect("bpftool"),
         ["dist_tc_in", "dist_tc_out"]
     );
-    let ids = program_ids(map_id);
+    let ids = program_ids_using_map(map_id).expect("bpftool prog show");
     // In and out on each of the gateway's interfaces.
     let links = links_of(&ids);
     assert_eq!(links.len(), 2 * bed.gateway_interfaces().len(), "{links:?}");

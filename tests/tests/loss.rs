@@ -29,23 +29,11 @@ use distributor_tests::{Netns, Request, Testbed, TestbedConfig, VIP, sha256_hex,
 use serde_json::Value;
 
 fn testbed(sizes: Vec<usize>) -> Testbed {
-    assert!(
-        distributor_tests::is_root(),
-        "these tests need root: run them with `cargo xtask test`"
-    );
-    Testbed::new(&TestbedConfig {
+    Testbed::for_test(&TestbedConfig {
         backends: 3,
         object_sizes: sizes,
         ..TestbedConfig::default()
     })
-    .expect("building the testbed")
-}
-
-const NSTAT_ZERO: [&str; 3] = ["TcpInCsumErrors", "TcpExtPAWSEstab", "TcpExtTCPSACKDiscard"];
-
-/// The counters that must stay zero, for the client and every backend.
-fn nstat_bad(bed: &Testbed) -> BTreeMap<String, u64> {
-    bed.nstat_nonzero(&NSTAT_ZERO)
 }
 
 /// The client's and the backends' namespaces, by name.
@@ -399,7 +387,7 @@ fn lossy_links_deliver_every_response_byte_exact(offloads: bool, loss: u32, reor
         .map(|b| nstat(&b.ns, "TcpRetransSegs"))
         .sum();
     assert!(backend_retrans > 0, "{report:#?}");
-    let mut bad = nstat_bad(&bed);
+    let mut bad = bed.nstat_splice_errors();
     if reorder > 0 {
         // A segment delayed behind a newer one (an original behind its
         // retransmission, new data behind a retransmission that filled a
@@ -777,7 +765,7 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
     eprintln!(
         "stalled {stalled_for:?} after {read_before} body bytes; the rest took {took:?}; {report:?}"
     );
-    assert_eq!(nstat_bad(&bed), BTreeMap::new(), "{report:#?}");
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new(), "{report:#?}");
     bed.assert_flow_baseline();
 }
 
@@ -863,6 +851,6 @@ fn window_probes_cross_the_splice_when_the_window_update_is_lost() {
     eprintln!(
         "read {read_before} body bytes, window update lost; the rest took {took:?}; {report:?}"
     );
-    assert_eq!(nstat_bad(&bed), BTreeMap::new(), "{report:#?}");
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new(), "{report:#?}");
     bed.assert_flow_baseline();
 }

@@ -11,14 +11,6 @@ use std::{
 
 use distributor_tests::{Request, Testbed, TestbedConfig, VIP};
 
-fn testbed(config: &TestbedConfig) -> Testbed {
-    assert!(
-        distributor_tests::is_root(),
-        "these tests need root: run them with `cargo xtask test`"
-    );
-    Testbed::new(config).expect("building the testbed")
-}
-
 /// b1 is the priority pool; b2 and b3 the default pool.
 fn two_pools(bed: &Testbed, policy: &str, rules: &str) -> String {
     let addr = |i: usize| format!("{}:80", bed.backends[i].addr);
@@ -52,7 +44,7 @@ when = { all = [ { path = { prefix = "/obj/" } }, { header = { name = "x-admin",
 
 #[test]
 fn one_keep_alive_connection_carries_30_requests_each_routed_by_its_rule() {
-    let bed = testbed(&TestbedConfig {
+    let bed = Testbed::for_test(&TestbedConfig {
         backends: 3,
         object_sizes: vec![1024, 64 * 1024],
         ..TestbedConfig::default()
@@ -245,7 +237,7 @@ fn split_responses(mut data: &[u8]) -> Vec<(u16, String, Vec<u8>)> {
 
 #[test]
 fn pipelined_requests_come_back_in_order_from_different_backends() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(
             &bed.proxy_config("off", &two_pools(&bed, "round-robin", PRIORITY_RULES)),
@@ -317,7 +309,7 @@ fn backend_gets(bed: &Testbed) -> usize {
 
 #[test]
 fn malformed_requests_get_the_right_status_and_nothing_reaches_a_backend() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
         + "\n[limits]\nmax_body_bytes = 100000\n";
     let _gw = bed.start_distributor(&config).expect("start distributor");
@@ -382,7 +374,7 @@ fn malformed_requests_get_the_right_status_and_nothing_reaches_a_backend() {
 
 #[test]
 fn a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let config = bed.proxy_config("off", &default_pool(&bed, "round-robin", ""))
         + "\n[timeouts]\nclient_head_ms = 500\nclient_idle_ms = 800\n";
     let _gw = bed.start_distributor(&config).expect("start distributor");
@@ -398,7 +390,7 @@ fn a_slow_head_gets_408_and_an_idle_connection_is_closed_quietly() {
 
 #[test]
 fn least_load_gives_a_slow_backend_fewer_requests() {
-    let bed = testbed(&TestbedConfig {
+    let bed = Testbed::for_test(&TestbedConfig {
         backends: 3,
         object_sizes: vec![128 * 1024],
         // limit_rate only delays the next write: small sendfile chunks make
@@ -437,7 +429,7 @@ fn least_load_gives_a_slow_backend_fewer_requests() {
 
 #[test]
 fn backends_see_far_fewer_connections_than_requests() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
         .expect("start distributor");
@@ -477,7 +469,7 @@ fn backends_see_far_fewer_connections_than_requests() {
 
 #[test]
 fn a_pooled_connection_the_backend_closed_while_idle_is_replaced_transparently() {
-    let bed = testbed(&TestbedConfig {
+    let bed = Testbed::for_test(&TestbedConfig {
         backend_directives: vec![
             ("b2".into(), "keepalive_timeout 1s;".into()),
             ("b3".into(), "keepalive_timeout 1s;".into()),
@@ -502,7 +494,7 @@ fn a_pooled_connection_the_backend_closed_while_idle_is_replaced_transparently()
 
 #[test]
 fn connect_failure_moves_to_the_next_server_and_no_server_gives_503() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     // 192.0.2.6:81 refuses connections (nothing listens there).
     let pools = format!(
         "default_pool = \"default\"\n\n{}\n[[pools]]\nname = \"dead\"\nservers = [{{ address = \"{}:81\" }}]\n\n\
@@ -540,7 +532,7 @@ fn connect_failure_moves_to_the_next_server_and_no_server_gives_503() {
 
 #[test]
 fn http10_with_and_without_keep_alive_and_expect_100_continue() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let _gw = bed
         .start_distributor(&bed.proxy_config("off", &default_pool(&bed, "round-robin", "")))
         .expect("start distributor");
@@ -571,7 +563,7 @@ fn http10_with_and_without_keep_alive_and_expect_100_continue() {
 
 #[test]
 fn chunked_head_and_no_body_responses_relay_byte_exact() {
-    let bed = testbed(&TestbedConfig {
+    let bed = Testbed::for_test(&TestbedConfig {
         object_sizes: vec![1024, 300 * 1024],
         ..TestbedConfig::default()
     });
@@ -620,7 +612,7 @@ fn chunked_head_and_no_body_responses_relay_byte_exact() {
 
 #[test]
 fn a_backend_dying_mid_response_closes_the_client_connection() {
-    let bed = testbed(&TestbedConfig {
+    let bed = Testbed::for_test(&TestbedConfig {
         object_sizes: vec![4 * 1024 * 1024],
         backend_directives: vec![("b2".into(), "sendfile_max_chunk 64k; limit_rate 1m;".into())],
         ..TestbedConfig::default()
@@ -681,7 +673,7 @@ fn a_backend_dying_mid_response_closes_the_client_connection() {
 
 #[test]
 fn a_backend_breaking_framing_gets_502_and_its_connection_is_dropped() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     // A broken backend on b1's host, port 8080: answers with both
     // Content-Length and Transfer-Encoding.
     let listener_ns = &bed.backends[0].ns;
@@ -758,7 +750,7 @@ fn read_request(s: &mut std::net::TcpStream) -> bool {
 
 #[test]
 fn a_request_is_retried_on_a_fresh_connection_when_the_pooled_one_was_closed() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     // Each connection answers its first request, then closes when the
     // second one arrives, without a byte of response: exactly what a
     // backend closing an idle keep-alive connection looks like to a proxy
@@ -801,7 +793,7 @@ fn a_request_is_retried_on_a_fresh_connection_when_the_pooled_one_was_closed() {
 
 #[test]
 fn a_backend_that_never_answers_gets_504() {
-    let bed = testbed(&TestbedConfig::default());
+    let bed = Testbed::for_test(&TestbedConfig::default());
     let addr = scripted_backend(&bed, 1, |_, mut s| {
         let _ = read_request(&mut s);
         std::thread::sleep(Duration::from_secs(2));

@@ -16,23 +16,11 @@ use distributor_tests::{Request, Response, Testbed, TestbedConfig, splice_counte
 use serde_json::Value;
 
 fn testbed(sizes: Vec<usize>) -> Testbed {
-    assert!(
-        distributor_tests::is_root(),
-        "these tests need root: run them with `cargo xtask test`"
-    );
-    Testbed::new(&TestbedConfig {
+    Testbed::for_test(&TestbedConfig {
         backends: 3,
         object_sizes: sizes,
         ..TestbedConfig::default()
     })
-    .expect("building the testbed")
-}
-
-const NSTAT_ZERO: [&str; 3] = ["TcpInCsumErrors", "TcpExtPAWSEstab", "TcpExtTCPSACKDiscard"];
-
-/// The counters that must stay zero, for the client and every backend.
-fn nstat_bad(bed: &Testbed) -> BTreeMap<String, u64> {
-    bed.nstat_nonzero(&NSTAT_ZERO)
 }
 
 #[test]
@@ -67,7 +55,7 @@ fn keep_alive_connection_alternates_backends_and_every_response_is_spliced() {
         "{stats:#}"
     );
     assert_eq!(splice_counter(&stats, "regions-done"), order.len() as u64);
-    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
     bed.assert_flow_baseline();
 }
 
@@ -109,7 +97,7 @@ fn xdp_mode_splices_the_bulk_on_xdp_and_every_response_is_exact() {
     let segments = splice_counter(&stats, "spliced-segments");
     let on_xdp = splice_counter(&stats, "spliced-segments-xdp");
     assert!(on_xdp * 10 > segments * 9, "{stats:#}");
-    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
     bed.assert_flow_baseline();
 }
 
@@ -210,7 +198,7 @@ fn spliced_and_relayed_responses_interleave_on_one_connection_byte_exact() {
         splice_counter(&stats, "spliced-bytes") > (81 << 20),
         "{stats:#}"
     );
-    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
     // Every flow entry went away with its connection (curl has exited).
     bed.assert_flow_baseline();
 }
@@ -323,6 +311,6 @@ fn piggybacked_acks_reach_their_sockets_and_nothing_retransmits() {
         }
     }
     assert_eq!(waited, BTreeMap::new(), "{stats:#}");
-    assert_eq!(nstat_bad(&bed), BTreeMap::new());
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
     bed.assert_flow_baseline();
 }
