@@ -20,7 +20,7 @@ use tokio::{
     signal::unix::{SignalKind, signal},
     task::JoinSet,
 };
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::{
     config::{Config, DEFAULT_PIN_DIR, DatapathMode},
@@ -153,6 +153,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ => None,
     };
     let mut tasks = JoinSet::new();
+    let closing = splice.clone();
     let workers = match config.listener.address {
         Some(addr) => Some(start_proxy(&config, addr, &mut tasks, splice).await?),
         None => None,
@@ -169,6 +170,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     }
     tasks.abort_all();
     while tasks.join_next().await.is_some() {}
+    // Connections the datapath translated finish their close through it.
+    if let Some(splice) = closing {
+        let cut = splice.finish_closing().await;
+        if cut > 0 {
+            warn!(cut, "connections still closing at stop");
+        }
+    }
     if let Some(task) = logger {
         task.abort();
     }

@@ -2,6 +2,7 @@
 //! programs to the gateway's interfaces, pins its maps and owns the map
 //! handles. Dropping a [`Datapath`] detaches everything and removes the pins.
 
+pub mod closing;
 pub mod flows;
 pub mod sockets;
 pub mod splice;

@@ -25,6 +25,9 @@ const TCPI_OPT_SACK: u8 = 2;
 /// The `tcpi_state` values the control plane looks for
 /// (`include/net/tcp_states.h`).
 pub mod tcp_state {
+    /// Both FINs exchanged and acknowledged (a socket still held by its
+    /// descriptor goes to CLOSE instead).
+    pub const TIME_WAIT: u8 = 6;
     /// The connection is gone (reset, or fully closed).
     pub const CLOSE: u8 = 7;
     /// The peer sent FIN.

@@ -23,7 +23,10 @@ use distributor_common::{
 use tokio::{io::unix::AsyncFd, net::TcpStream, sync::mpsc};
 use tracing::{debug, warn};
 
-use super::sockets;
+use super::{
+    closing::{Close, Closer},
+    sockets,
+};
 
 /// How often the event reader looks at the ring without being woken: the
 /// latest a SPLICE event reaches its connection when no DONE follows soon
@@ -52,6 +55,8 @@ pub struct Splice {
     next_id: AtomicU64,
     /// Asks the event reader to look at the ring now ([`Splice::look`]).
     look: tokio::sync::Notify,
+    /// Translated sockets being closed, with their entries.
+    closer: Closer,
 }
 
 fn open<K: aya::Pod, V: aya::Pod>(
@@ -94,6 +99,7 @@ impl Splice {
             waiters: Mutex::new(StdHashMap::new()),
             next_id: AtomicU64::new(1),
             look: tokio::sync::Notify::new(),
+            closer: Closer::default(),
         });
         let ring = RingBuf::try_from(events)?;
         // SAFETY: the ring buffer owns its map's file descriptor and keeps
@@ -102,7 +108,16 @@ impl Splice {
             .map_err(|e| anyhow::anyhow!("polling the splice event ring: {e}"))?;
         let me = Arc::clone(&splice);
         tokio::spawn(async move { me.read_events(fd).await });
+        let me = Arc::clone(&splice);
+        tokio::spawn(async move { me.closer.run().await });
         Ok(splice)
+    }
+
+    /// At stop, once no connection task is left: waits for the closes in
+    /// progress (at most [`super::closing::LINGER`]). Returns how many had
+    /// to be cut short.
+    pub async fn finish_closing(&self) -> usize {
+        self.closer.finish().await
     }
 
     /// Hands the ring's events to their waiters: when the datapath wakes
@@ -289,6 +304,28 @@ impl ClientReg {
     pub fn flow(&self) -> Option<ClientFlow> {
         lock(&self.splice.flows_c).get(&self.key, 0).ok()
     }
+
+    /// Closes C (the caller then drops `stream`): a RST when a region is in
+    /// flight, else a FIN, with the entry kept as long as the close needs
+    /// it ([`super::closing`]).
+    pub fn close(self, stream: &TcpStream) {
+        let how = self
+            .flow()
+            .map_or(Close::Plain, |f| close_for(f.state, f.bytes_spliced));
+        let splice = Arc::clone(&self.splice);
+        splice.closer.close(stream, Box::new(self), how);
+    }
+}
+
+/// How a socket whose flow entry says `state` and `bytes_spliced` closes.
+fn close_for(state: u32, bytes_spliced: u64) -> Close {
+    if state == flow::state::SPLICING {
+        Close::Abort
+    } else if bytes_spliced != 0 {
+        Close::Linger
+    } else {
+        Close::Plain
+    }
 }
 
 impl Drop for ClientReg {
@@ -301,6 +338,16 @@ impl Drop for ClientReg {
 pub struct BackendReg {
     splice: Arc<Splice>,
     key: FlowKey,
+}
+
+impl BackendReg {
+    /// Closes S (the caller then drops `stream`), as [`ClientReg::close`].
+    pub fn close(self, stream: &TcpStream) {
+        let flow = lock(&self.splice.flows_s).get(&self.key, 0).ok();
+        let how = flow.map_or(Close::Plain, |f| close_for(f.state, f.bytes_spliced));
+        let splice = Arc::clone(&self.splice);
+        splice.closer.close(stream, Box::new(self), how);
+    }
 }
 
 impl Drop for BackendReg {

@@ -83,8 +83,20 @@ pub async fn serve(shared: &Shared, stream: TcpStream, peer: SocketAddr, id: u64
         splice,
     };
     while c.one_request().await == Next::Continue {}
-    // Flush what we wrote and say FIN; the client may still be sending.
-    let _ = c.stream.shutdown().await;
+    // Say FIN; the client may still be sending. A connection in the flow
+    // map closes through the datapath instead, when `c` drops.
+    if c.splice.is_none() {
+        let _ = c.stream.shutdown().await;
+    }
+}
+
+impl Drop for Client<'_> {
+    /// Also when the task is cancelled (the control plane stops).
+    fn drop(&mut self) {
+        if let Some(reg) = self.splice.take() {
+            reg.close(&self.stream);
+        }
+    }
 }
 
 /// A request failed before any response byte was sent: answer it.

@@ -59,6 +59,15 @@ pub struct BackendConn {
     _permit: OwnedSemaphorePermit,
 }
 
+impl Drop for BackendConn {
+    fn drop(&mut self) {
+        // A connection the datapath translated closes through it.
+        if let Some(reg) = self.splice.take() {
+            reg.close(&self.stream);
+        }
+    }
+}
+
 struct Idle {
     conn: BackendConn,
     since: Instant,

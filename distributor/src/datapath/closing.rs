@@ -1,0 +1,155 @@
+//! Closing a socket whose segments the datapath translates.
+//!
+//! Once bytes were spliced on a connection, the gateway socket's sequence
+//! numbers (C's, or S's acknowledgements) differ from the wire's, and its
+//! peer's last segments (the ACK of our FIN, the peer's own FIN) must still
+//! be translated when they arrive, one round trip after the close. If the
+//! flow entry went with the file descriptor, they would arrive untranslated:
+//! an ACK beyond what the socket sent is discarded, so it would sit in
+//! LAST-ACK or FIN-WAIT-1, resending a FIN the peer can no longer accept,
+//! for minutes (holding the virtual IP's port on C's side).
+//!
+//! So a translated socket is handed here at close with its entry guard:
+//! this keeps a duplicate of its descriptor and the entry until the kernel
+//! has finished the close (state CLOSE or `TIME_WAIT`) or [`LINGER`] has
+//! passed, then closes the descriptor and drops the entry, in that order.
+//!
+//! A socket whose region is still in flight is aborted instead (RST): a FIN
+//! there would sit at the end of what was spliced so far and be taken by the
+//! client as the end of a response that is not complete. The RST leaves
+//! while the entry still translates it, which puts it where the client
+//! expects it.
+
+use std::{
+    os::fd::{AsFd as _, OwnedFd},
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use tokio::net::TcpStream;
+use tracing::debug;
+
+use super::sockets::{self, tcp_state};
+
+/// How long a closing socket keeps its flow entry at most: many round
+/// trips, and short enough for a stop to wait.
+pub const LINGER: Duration = Duration::from_secs(3);
+/// How often lingering sockets are looked at.
+const POLL: Duration = Duration::from_millis(10);
+
+/// What a socket's flow entry needs when the control plane is done with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Nothing was ever translated: close now, drop the entry now.
+    Plain,
+    /// Bytes were spliced: FIN now, the entry until the close is over.
+    Linger,
+    /// A region is in flight: RST, translated.
+    Abort,
+}
+
+/// A socket being closed and the guard of its flow entry.
+struct Closing {
+    /// Dropped first: the last descriptor of the socket.
+    fd: OwnedFd,
+    /// Dropped second: removes the flow entry.
+    _entry: Box<dyn Send>,
+    abort: bool,
+    until: Instant,
+}
+
+impl Closing {
+    fn finished(&self, now: Instant) -> bool {
+        self.abort
+            || now >= self.until
+            || sockets::info(&self.fd).map_or(true, |i| {
+                matches!(i.state, tcp_state::CLOSE | tcp_state::TIME_WAIT)
+            })
+    }
+}
+
+/// Sockets whose close is in progress (see the module's text).
+#[derive(Default)]
+pub struct Closer {
+    list: Mutex<Vec<Closing>>,
+    added: tokio::sync::Notify,
+}
+
+impl Closer {
+    /// Closes `stream` as `how` says; `entry` is the guard of its flow
+    /// entry. The caller drops `stream` afterwards.
+    pub fn close(&self, stream: &TcpStream, entry: Box<dyn Send>, how: Close) {
+        let sock = socket2::SockRef::from(stream);
+        let _ = match how {
+            Close::Abort => sock.set_linger(Some(Duration::ZERO)),
+            Close::Plain | Close::Linger => sock.shutdown(std::net::Shutdown::Write),
+        };
+        if how == Close::Plain {
+            return;
+        }
+        let fd = match stream.as_fd().try_clone_to_owned() {
+            Ok(fd) => fd,
+            Err(e) => {
+                debug!("closing without a linger: {e}");
+                return;
+            }
+        };
+        self.lock().push(Closing {
+            fd,
+            _entry: entry,
+            abort: how == Close::Abort,
+            until: Instant::now() + LINGER,
+        });
+        self.added.notify_one();
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Closing>> {
+        self.list
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Ends the closes that are over (all of them with `force`); `true`
+    /// when some are still in progress.
+    fn sweep(&self, force: bool) -> bool {
+        let now = Instant::now();
+        let done: Vec<Closing> = {
+            let mut list = self.lock();
+            let (done, pending) = std::mem::take(&mut *list)
+                .into_iter()
+                .partition(|c| force || c.finished(now));
+            *list = pending;
+            done
+        };
+        // Each drops its descriptor, then its entry.
+        drop(done);
+        !self.lock().is_empty()
+    }
+
+    /// Runs for the life of the process.
+    pub async fn run(&self) {
+        loop {
+            if self.sweep(false) {
+                tokio::select! {
+                    () = tokio::time::sleep(POLL) => {}
+                    () = self.added.notified() => {}
+                }
+            } else {
+                self.added.notified().await;
+            }
+        }
+    }
+
+    /// At stop: waits until every close in progress is over (at most
+    /// [`LINGER`] and a poll), then ends whatever is left. Returns how many
+    /// were still open.
+    pub async fn finish(&self) -> usize {
+        let deadline = Instant::now() + LINGER + POLL;
+        while self.sweep(false) && Instant::now() < deadline {
+            tokio::time::sleep(POLL).await;
+        }
+        let left = self.lock().len();
+        self.sweep(true);
+        left
+    }
+}
