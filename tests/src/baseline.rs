@@ -216,6 +216,31 @@ impl Testbed {
             .collect()
     }
 
+    /// The gateway's sockets that are closing and waiting on their peer
+    /// (LAST-ACK, FIN-WAIT-1, CLOSING): `ss` lines. One that stays there
+    /// resends a FIN its peer does not accept (a translation that ended
+    /// too early).
+    pub fn gateway_sockets_closing(&self) -> Vec<String> {
+        self.gateway
+            .run(
+                "ss",
+                &[
+                    "-Htan",
+                    "state",
+                    "last-ack",
+                    "state",
+                    "fin-wait-1",
+                    "state",
+                    "closing",
+                ],
+            )
+            .expect("ss")
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// Whether the admin endpoint listens (distributor runs a proxy).
     fn admin_listening(&self) -> bool {
         let port = format!(":{ADMIN_PORT}");
@@ -256,7 +281,8 @@ impl Testbed {
     /// `FLOWS_S` entry for each idle pooled backend connection, each for a
     /// socket the gateway still has. Read with `distributor flows` and
     /// with `bpftool`, which must agree. Waits (10 s at most) for the last
-    /// connections' entries to go.
+    /// connections' entries to go, and (10 s more at most) for every
+    /// gateway socket to finish its close.
     ///
     /// Call it while distributor runs in a datapath mode (`tc` or `xdp`),
     /// once every client is done and its connections closed. Without a
@@ -297,6 +323,15 @@ impl Testbed {
                 self.gateway_sockets()
             )
         });
+        let stuck = poll(SETTLE, || {
+            let left = self.gateway_sockets_closing();
+            left.is_empty().then_some(())
+        });
+        assert!(
+            stuck.is_some(),
+            "gateway sockets still closing {SETTLE:?} after the clients were done: {:#?}",
+            self.gateway_sockets_closing()
+        );
         let conns = self.gateway_sockets();
         for (backend, gw) in snap.flows_backends() {
             assert!(

@@ -1755,3 +1755,47 @@ fn sigterm_mid_splice_closes_the_client_cleanly_and_a_restart_splices_at_once() 
     );
     bed.assert_flow_baseline();
 }
+
+/// wrk closes its connections when its time is up, some with a spliced
+/// response in flight; distributor stops at once. Every gateway socket must
+/// finish its close: one whose peer's last ACK went untranslated, or whose
+/// FIN lay past what the client had, stayed in LAST-ACK for minutes (and
+/// kept nginx from binding the VIP in the benchmark). The race was hit in
+/// about one round of four.
+#[test]
+fn sigterm_as_wrk_closes_its_connections_leaves_no_socket_closing() {
+    const SIZE: usize = 1 << 20;
+    const ROUNDS: usize = 8;
+    let bed = testbed(2, vec![SIZE], &[]);
+    let config = bed.proxy_config("tc", &all_backends(&bed));
+    let url = bed.vip_url(&format!("/obj/{SIZE}"));
+    for round in 0..ROUNDS {
+        let mut gw = bed.start_distributor(&config).expect("start distributor");
+        let out = bed
+            .client
+            .command("wrk")
+            .args(["-t2", "-c16", "-d2s", &url])
+            .output()
+            .expect("wrk");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("requests in"), "{stdout}");
+        let status = gw
+            .stop_with(libc::SIGTERM, Duration::from_secs(10))
+            .expect("exit status");
+        assert!(status.success(), "round {round}: {status}\n{}", gw.output());
+        assert!(
+            !gw.output().contains("still closing at stop"),
+            "round {round}:\n{}",
+            gw.output()
+        );
+        // Long enough for several FIN retransmissions.
+        std::thread::sleep(Duration::from_millis(1500));
+        let left = bed.gateway_sockets_closing();
+        assert!(left.is_empty(), "round {round} of {ROUNDS}: {left:#?}");
+    }
+}
