@@ -7,9 +7,10 @@ use std::{
     collections::HashMap as StdHashMap,
     io,
     net::{SocketAddr, SocketAddrV4},
+    os::fd::{AsRawFd, RawFd},
     path::Path,
     sync::{
-        Arc, Mutex,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicU64, Ordering},
     },
     time::Duration,
@@ -25,7 +26,7 @@ use tracing::{debug, warn};
 
 use super::{
     closing::{Close, Closer},
-    sockets,
+    sockets::{self, SeqBase},
 };
 
 /// How often the event reader looks at the ring without being woken: the
@@ -53,10 +54,20 @@ pub struct Splice {
     arms: Mutex<HashMap<MapData, FlowKey, Arm>>,
     waiters: Mutex<StdHashMap<u64, mpsc::UnboundedSender<Event>>>,
     next_id: AtomicU64,
-    /// Asks the event reader to look at the ring now ([`Splice::look`]).
-    look: tokio::sync::Notify,
+    /// The event ring, read by the reader task and by connections that
+    /// know their event is there ([`Splice::look`]).
+    ring: Mutex<RingBuf<MapData>>,
     /// Translated sockets being closed, with their entries.
     closer: Closer,
+}
+
+/// The ring's descriptor, polled for readiness (the ring owns it).
+struct RingFd(RawFd);
+
+impl AsRawFd for RingFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
+    }
 }
 
 fn open<K: aya::Pod, V: aya::Pod>(
@@ -92,21 +103,25 @@ impl Splice {
     /// Opens the pinned flow maps of the running datapath and starts the
     /// event reader on the current tokio runtime.
     pub fn start(pin_dir: &Path, events: Map) -> anyhow::Result<Arc<Self>> {
+        let ring = RingBuf::try_from(events)?;
+        let ring_fd = ring.as_raw_fd();
         let splice = Arc::new(Self {
             flows_c: Mutex::new(open(pin_dir, flow::FLOWS_C)?),
             flows_s: Mutex::new(open(pin_dir, flow::FLOWS_S)?),
             arms: Mutex::new(open(pin_dir, flow::ARMS)?),
             waiters: Mutex::new(StdHashMap::new()),
             next_id: AtomicU64::new(1),
-            look: tokio::sync::Notify::new(),
+            ring: Mutex::new(ring),
             closer: Closer::default(),
         });
-        let ring = RingBuf::try_from(events)?;
-        // SAFETY: the ring buffer owns its map's file descriptor and keeps
-        // it open, unchanged, until it drops together with the AsyncFd.
-        let fd = unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) }
-            .map_err(|e| anyhow::anyhow!("polling the splice event ring: {e}"))?;
         let me = Arc::clone(&splice);
+        // SAFETY: the descriptor belongs to the ring, which the `Splice`
+        // owns, open and unchanged; the reader holds an `Arc` of the
+        // `Splice` for as long as it polls.
+        let fd = unsafe {
+            AsyncFd::register_with_interest(RingFd(ring_fd), tokio::io::Interest::READABLE)
+        }
+        .map_err(|e| anyhow::anyhow!("polling the splice event ring: {e}"))?;
         tokio::spawn(async move { me.read_events(fd).await });
         let me = Arc::clone(&splice);
         tokio::spawn(async move { me.closer.run().await });
@@ -121,16 +136,16 @@ impl Splice {
     }
 
     /// Hands the ring's events to their waiters: when the datapath wakes
-    /// the reader (RELAY, a DONE armed with `wake`), when a connection asks
-    /// ([`Splice::look`]), and every [`EVENTS_LOOK`] for the events it
-    /// writes without waking it (SPLICE, other DONEs: see the datapath's
-    /// `report`).
-    async fn read_events(&self, mut fd: AsyncFd<RingBuf<MapData>>) {
+    /// the reader (RELAY, a DONE armed with `wake`), and every
+    /// [`EVENTS_LOOK`] for the events it writes without waking it (SPLICE,
+    /// other DONEs: see the datapath's `report`). A connection that knows
+    /// its event is there reads the ring itself ([`Splice::look`]).
+    async fn read_events(&self, fd: AsyncFd<RingFd>) {
         let mut look = tokio::time::interval(EVENTS_LOOK);
         look.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                guard = fd.readable_mut() => {
+                guard = fd.readable() => {
                     let mut guard = match guard {
                         Ok(g) => g,
                         Err(e) => {
@@ -138,23 +153,21 @@ impl Splice {
                             return;
                         }
                     };
-                    self.dispatch(guard.get_inner_mut());
+                    self.look();
                     guard.clear_ready();
                 }
-                _ = look.tick() => self.dispatch(fd.get_mut()),
-                () = self.look.notified() => self.dispatch(fd.get_mut()),
+                _ = look.tick() => self.look(),
             }
         }
     }
 
-    /// Has the event reader look at the ring at once: for a DONE written
+    /// Reads the ring now, on the caller's thread: for a DONE written
     /// without a wake-up, when the caller knows it is there (the client's
-    /// next request arrived: the ACK that completed the region came first).
+    /// next request arrived: the ACK that completed the region came
+    /// first). The caller's own event is then in its channel, and no other
+    /// thread had to wake up for it.
     pub fn look(&self) {
-        self.look.notify_one();
-    }
-
-    fn dispatch(&self, ring: &mut RingBuf<MapData>) {
+        let mut ring = lock(&self.ring);
         while let Some(item) = ring.next() {
             if item.len() < size_of::<Event>() {
                 continue;
@@ -199,6 +212,7 @@ impl Splice {
         Ok(ClientReg {
             splice: Arc::clone(self),
             key,
+            base: OnceLock::new(),
         })
     }
 
@@ -208,6 +222,8 @@ impl Splice {
             .ok_or_else(|| io::Error::other(not_armed::NOT_IPV4))?;
         let info = sockets::info(stream)?;
         let seqs = sockets::seqs(stream)?;
+        let base = OnceLock::new();
+        learn_base(stream, &info, seqs, &base);
         let value = BackendFlow {
             // Nothing is in flight yet: S's bytes are all acknowledged.
             flags: flag_bits(&info) | flags::LEARNED | flags::S_ACKED,
@@ -223,6 +239,7 @@ impl Splice {
         Ok(BackendReg {
             splice: Arc::clone(self),
             key,
+            base,
         })
     }
 
@@ -247,8 +264,11 @@ impl Splice {
         if c_info.notsent != 0 {
             return Err(not_armed::CLIENT_BUSY);
         }
-        let c = sockets::seqs(client).map_err(|_| not_armed::UNAVAILABLE)?;
-        let s = sockets::seqs(backend).map_err(|_| not_armed::UNAVAILABLE)?;
+        let s_info = sockets::info(backend).map_err(|_| not_armed::UNAVAILABLE)?;
+        let c = seqs_now(client, &c_info, &client_reg.base, true)
+            .map_err(|_| not_armed::UNAVAILABLE)?;
+        let s = seqs_now(backend, &s_info, &backend_reg.base, false)
+            .map_err(|_| not_armed::UNAVAILABLE)?;
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arm = Arm {
             id,
@@ -277,6 +297,60 @@ impl Splice {
     }
 }
 
+/// A socket's sequence numbers now, with `info` just read: from its byte
+/// counters once its [`SeqBase`] is known (`write_seq` only when
+/// `need_write`), else through repair mode, learning the base on the way.
+fn seqs_now(
+    stream: &TcpStream,
+    info: &sockets::Info,
+    base: &OnceLock<SeqBase>,
+    need_write: bool,
+) -> io::Result<sockets::Seqs> {
+    if let Some(b) = base.get() {
+        match info.seqs(*b) {
+            (Some(write_seq), rcv_nxt) => return Ok(sockets::Seqs { write_seq, rcv_nxt }),
+            (None, rcv_nxt) if !need_write => {
+                return Ok(sockets::Seqs {
+                    write_seq: 0,
+                    rcv_nxt,
+                });
+            }
+            // Bytes in flight: `write_seq` is not in the counters.
+            (None, _) => {}
+        }
+    }
+    let seqs = sockets::seqs(stream)?;
+    learn_base(stream, info, seqs, base);
+    Ok(seqs)
+}
+
+/// Sets `base` from `seqs` and the `TCP_INFO` read just before them, when
+/// they belong together: nothing in flight or unsent (so `write_seq` is
+/// `snd_una`), and the counters unchanged in a second read after them (no
+/// segment arrived in between).
+fn learn_base(
+    stream: &TcpStream,
+    before: &sockets::Info,
+    seqs: sockets::Seqs,
+    base: &OnceLock<SeqBase>,
+) {
+    if base.get().is_some() || before.unacked != 0 || before.notsent != 0 {
+        return;
+    }
+    let Ok(after) = sockets::info(stream) else {
+        return;
+    };
+    if (
+        after.bytes_acked,
+        after.bytes_received,
+        after.unacked,
+        after.notsent,
+    ) == (before.bytes_acked, before.bytes_received, 0, 0)
+    {
+        let _ = base.set(before.base(seqs));
+    }
+}
+
 fn flag_bits(info: &sockets::Info) -> u32 {
     let mut f = 0;
     if info.timestamps {
@@ -296,6 +370,8 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 pub struct ClientReg {
     splice: Arc<Splice>,
     key: FlowKey,
+    /// C's sequence numbers at its first byte counters, once learnt.
+    base: OnceLock<SeqBase>,
 }
 
 impl ClientReg {
@@ -338,6 +414,8 @@ impl Drop for ClientReg {
 pub struct BackendReg {
     splice: Arc<Splice>,
     key: FlowKey,
+    /// S's sequence numbers at its first byte counters, once learnt.
+    base: OnceLock<SeqBase>,
 }
 
 impl BackendReg {
@@ -376,7 +454,7 @@ pub struct Armed {
 }
 
 impl Armed {
-    /// Has the event reader look at the ring now ([`Splice::look`]).
+    /// Reads the event ring now ([`Splice::look`]).
     pub fn look(&self) {
         self.splice.look();
     }
