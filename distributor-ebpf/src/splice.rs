@@ -594,13 +594,19 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
     if let Some(c) = FLOWS_C.get_ptr_mut(key) {
         // SAFETY: as above.
         let c = unsafe { &mut *c };
-        let next = client_in(&p, c);
-        return Ok(match next >> 32 {
-            NEXT_ACK_TO_BACKEND => match FLOWS_S.get_ptr_mut(c.backend) {
-                // SAFETY: a map value, alive while we run.
-                Some(b) => ack_to_backend(&p, c, unsafe { &mut *b }, false),
-                None => TC_ACT_SHOT,
-            },
+        // The backend's entry matters only while a region is in flight:
+        // looked up once here, for every step below.
+        let b = if c.state == state::SPLICING {
+            FLOWS_S.get_ptr_mut(c.backend)
+        } else {
+            None
+        };
+        // SAFETY: a map value, alive while we run.
+        let next = client_in(&p, c, b.map(|b| unsafe { &mut *b }));
+        return Ok(match (next >> 32, b) {
+            // SAFETY: as above.
+            (NEXT_ACK_TO_BACKEND, Some(b)) => ack_to_backend(&p, c, unsafe { &mut *b }, false),
+            (NEXT_ACK_TO_BACKEND, None) => TC_ACT_SHOT,
             _ => action(next),
         });
     }
@@ -1048,12 +1054,18 @@ fn try_splice_out(
 // ---- client -> gateway --------------------------------------------------
 
 #[inline(never)]
-fn client_in(p: &Pkt, c: &mut ClientFlow) -> u64 {
-    try_client_in(p.ctx, &p.seg, c).unwrap_or(next_action(TC_ACT_SHOT))
+fn client_in(p: &Pkt, c: &mut ClientFlow, b: Option<&mut BackendFlow>) -> u64 {
+    try_client_in(p.ctx, &p.seg, c, b).unwrap_or(next_action(TC_ACT_SHOT))
 }
 
+/// `b`: the backend's entry, looked up only while a region is in flight.
 #[inline(always)]
-fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, ()> {
+fn try_client_in(
+    ctx: &TcContext,
+    seg: &Seg,
+    c: &mut ClientFlow,
+    b: Option<&mut BackendFlow>,
+) -> Result<u64, ()> {
     c.ifindex = ifindex(ctx);
     let opts = Opts::load(ctx, seg)?;
     if let Some(ts) = opts.parsed.timestamps() {
@@ -1071,7 +1083,7 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
             None
         };
         if seg.is_pure_ack() && to_backend.is_some() {
-            if FLOWS_S.get_ptr(c.backend).is_some() {
+            if b.is_some() {
                 return Ok(NEXT_ACK_TO_BACKEND << 32);
             }
             flows::add(counter::NO_PEER, 1);
@@ -1079,9 +1091,8 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
         if let Some(ack) = to_backend
             && seg.flags & (TH_SYN | TH_RST) == 0
             && seg.flags & TH_ACK != 0
-            && let Some(b) = FLOWS_S.get_ptr(c.backend)
-            // SAFETY: a map value, alive while we run.
-            && seq_gt(ack, unsafe { (*b).acked_end })
+            && let Some(b) = b.as_ref()
+            && seq_gt(ack, b.acked_end)
         {
             // Region bytes acknowledged on a segment for C (the next
             // request, a FIN): the backend gets a pure ACK made from a
@@ -1103,9 +1114,8 @@ fn try_client_in(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<u64, 
         if done {
             // The client acknowledged the whole region with a segment for
             // C (its next request); the copy above tells the backend.
-            if let Some(b) = FLOWS_S.get_ptr_mut(c.backend) {
-                // SAFETY: a map value, alive while we run.
-                complete(c, unsafe { &mut *b });
+            if let Some(b) = b {
+                complete(c, b);
             }
         }
         return Ok(next_action(TC_ACT_OK));
