@@ -18,7 +18,7 @@ use std::{
 
 use aya::maps::{HashMap, Map, MapData, MapError, RingBuf};
 use distributor_common::{
-    flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, flags},
+    flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, event, flags},
     splice::http_scan,
 };
 use tokio::{io::unix::AsyncFd, net::TcpStream, sync::mpsc};
@@ -293,6 +293,7 @@ impl Splice {
             id,
             events: rx,
             wake,
+            consumed: false,
         })
     }
 }
@@ -451,6 +452,9 @@ pub struct Armed {
     events: mpsc::UnboundedReceiver<Event>,
     /// The DONE event wakes the reader (else: [`Armed::look`]).
     pub wake: bool,
+    /// A decision arrived: the datapath removed the arm before it wrote
+    /// the event, so there is nothing left to remove.
+    consumed: bool,
 }
 
 impl Armed {
@@ -461,7 +465,15 @@ impl Armed {
 
     /// The next event of this request.
     pub async fn next(&mut self) -> Option<Event> {
-        self.events.recv().await
+        let ev = self.events.recv().await;
+        self.note(ev.as_ref());
+        ev
+    }
+
+    fn note(&mut self, ev: Option<&Event>) {
+        if ev.is_some_and(|e| matches!(e.kind, event::SPLICE | event::RELAY)) {
+            self.consumed = true;
+        }
     }
 
     /// Removes the arm if the datapath has not consumed it yet; `true`
@@ -472,14 +484,18 @@ impl Armed {
 
     /// An event already delivered, without waiting.
     pub fn try_next(&mut self) -> Option<Event> {
-        self.events.try_recv().ok()
+        let ev = self.events.try_recv().ok();
+        self.note(ev.as_ref());
+        ev
     }
 }
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        // ENOENT when the datapath consumed it: the normal case.
-        let _ = lock(&self.splice.arms).remove(&self.backend);
+        // One system call saved per response when the decision came.
+        if !self.consumed {
+            let _ = lock(&self.splice.arms).remove(&self.backend);
+        }
         self.splice.lock_waiters().remove(&self.id);
     }
 }
