@@ -1,7 +1,9 @@
 //! Why the datapath let a packet go to the kernel stack untouched (Cilium's
-//! `DROP_*` idea, for passes): every packet the datapath declines is counted
-//! in [`crate::maps::REASONS`] under exactly one of these, and `distributor
-//! stats` prints them by name.
+//! `DROP_*` idea, for passes): every arriving packet the datapath declines
+//! is counted in [`crate::maps::REASONS`] under exactly one of these, at TC
+//! ingress (where every mode makes its last decision: XDP passes on what it
+//! does not splice), and `distributor stats` prints them by name. Packets
+//! the datapath splices or translates are not counted here.
 
 /// Not IPv4 (ARP, IPv6, ...).
 pub const PASS_NOT_IPV4: u32 = 0;

@@ -48,7 +48,11 @@ pub fn dist_xdp(ctx: XdpContext) -> u32 {
 #[classifier]
 pub fn dist_tc_in(ctx: TcContext) -> i32 {
     count_tc(&ctx, hook::TC_INGRESS);
-    splice::ingress(&ctx).unwrap_or(TC_ACT_OK)
+    splice::ingress(&ctx).unwrap_or_else(|()| {
+        // Not a segment the splice datapath reads: why, in the reasons.
+        classify_tc(&ctx);
+        TC_ACT_OK
+    })
 }
 
 /// TC egress on every gateway interface (both modes).
@@ -81,7 +85,6 @@ fn count_xdp(ctx: &XdpContext) {
         hook::XDP_INGRESS,
         pkt.len(),
     );
-    stats::classify(&pkt);
 }
 
 /// The per-interface counters of a TC hook. Its own frame, returned from
@@ -93,8 +96,16 @@ fn count_tc(ctx: &TcContext, hook: u32) {
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // TC sees GRO/GSO super-packets: count the whole skb, not the linear part.
     stats::count(ctx, ifindex, hook, u64::from(ctx.len()));
-    let pkt = Packet::new(ctx.data(), ctx.data_end());
-    stats::classify(&pkt);
+}
+
+/// The reason TC ingress leaves a packet it cannot read as a segment to
+/// the stack (TC ingress is where every mode makes its last decision on
+/// an arriving packet: XDP passes it what it does not splice). Inlined:
+/// the packet pointers must be read in the frame that uses them (a callee
+/// given them as arguments widens them, which the verifier rejects).
+#[inline(always)]
+fn classify_tc(ctx: &TcContext) {
+    stats::classify(&Packet::new(ctx.data(), ctx.data_end()));
 }
 
 #[cfg(not(test))]

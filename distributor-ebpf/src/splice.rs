@@ -57,6 +57,7 @@ use distributor_common::{
         ACK_TO_BACKEND_MARK, ACK_TO_S_MARK, Arm, BackendFlow, ClientFlow, FlowKey, SPLICED_MARK,
         counter, event, flags as fl, state,
     },
+    reason,
     splice::{
         csum::{self, Delta},
         http_scan::{HeadScanner, SCAN_MAX, Verdict},
@@ -75,6 +76,7 @@ use crate::{
         ETH_HLEN, Frame, IP_CHECK, IP_DADDR, IP_OFF, IP_SADDR, TCP_ACK, TCP_CHECK, TCP_DPORT,
         TCP_OFF, TCP_OPTS, TCP_SEQ, TCP_SPORT, TCP_WINDOW, TH_ACK, TH_FIN, TH_PSH, TH_RST, TH_SYN,
     },
+    stats,
 };
 
 /// The fields of an IPv4/TCP segment the datapath reads.
@@ -610,6 +612,9 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
             _ => action(next),
         });
     }
+    // Routed traffic, or a gateway socket the control plane did not
+    // register.
+    stats::bump(reason::PASS_NO_FLOW);
     Ok(TC_ACT_OK)
 }
 

@@ -62,8 +62,8 @@ pub fn bump(reason: u32) {
     }
 }
 
-/// Classifies a packet for the reasons counters. Nothing is rewritten yet:
-/// every TCP packet is "no flow" until the splice datapath owns flows.
+/// Counts why a packet the splice datapath could not read as a segment
+/// goes to the stack untouched (a plain IPv4/TCP one: "no flow").
 #[inline(never)]
 pub fn classify(pkt: &Packet) {
     bump(classify_reason(pkt));
