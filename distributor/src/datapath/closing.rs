@@ -29,7 +29,10 @@ use std::{
 use tokio::net::TcpStream;
 use tracing::debug;
 
-use super::sockets::{self, tcp_state};
+use super::{
+    lock,
+    sockets::{self, tcp_state},
+};
 
 /// How long a closing socket keeps its flow entry at most: many round
 /// trips, and short enough for a stop to wait.
@@ -94,7 +97,7 @@ impl Closer {
                 return;
             }
         };
-        self.lock().push(Closing {
+        lock(&self.list).push(Closing {
             fd,
             _entry: entry,
             abort: how == Close::Abort,
@@ -103,18 +106,12 @@ impl Closer {
         self.added.notify_one();
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Closing>> {
-        self.list
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
     /// Ends the closes that are over (all of them with `force`); `true`
     /// when some are still in progress.
     fn sweep(&self, force: bool) -> bool {
         let now = Instant::now();
         let done: Vec<Closing> = {
-            let mut list = self.lock();
+            let mut list = lock(&self.list);
             let (done, pending) = std::mem::take(&mut *list)
                 .into_iter()
                 .partition(|c| force || c.finished(now));
@@ -123,7 +120,7 @@ impl Closer {
         };
         // Each drops its descriptor, then its entry.
         drop(done);
-        !self.lock().is_empty()
+        !lock(&self.list).is_empty()
     }
 
     /// Runs for the life of the process.
@@ -148,7 +145,7 @@ impl Closer {
         while self.sweep(false) && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        let left = self.lock().len();
+        let left = lock(&self.list).len();
         self.sweep(true);
         left
     }

@@ -8,7 +8,11 @@ pub mod sockets;
 pub mod splice;
 pub mod stats;
 
-use std::{collections::BTreeSet, path::PathBuf};
+use std::{
+    collections::BTreeSet,
+    path::PathBuf,
+    sync::{Mutex, MutexGuard, PoisonError},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -21,6 +25,12 @@ use crate::{
     config::{DatapathConfig, DatapathMode},
     instance,
 };
+
+/// Locks `m`, also after a thread panicked holding it: the datapath's
+/// shared state (map handles, waiters, closing sockets) stays usable.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The eBPF object, 8-byte aligned as the ELF parser wants it.
 static OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/distributor"));

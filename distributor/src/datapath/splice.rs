@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::{
     closing::{Close, Closer},
+    lock,
     sockets::{self, SeqBase},
 };
 
@@ -175,21 +176,13 @@ impl Splice {
             // SAFETY: the datapath writes whole `Event`s (plain integers);
             // read unaligned from the ring's bytes.
             let ev = unsafe { item.as_ptr().cast::<Event>().read_unaligned() };
-            let tx = self.lock_waiters().get(&ev.id).cloned();
+            let tx = lock(&self.waiters).get(&ev.id).cloned();
             if let Some(tx) = tx {
                 let _ = tx.send(ev);
             } else {
                 debug!(id = ev.id, kind = ev.kind, "splice event for no waiter");
             }
         }
-    }
-
-    fn lock_waiters(
-        &self,
-    ) -> std::sync::MutexGuard<'_, StdHashMap<u64, mpsc::UnboundedSender<Event>>> {
-        self.waiters
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Registers a client connection (socket C). The entry goes when the
@@ -282,9 +275,9 @@ impl Splice {
             client_mss: c_info.snd_mss,
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        self.lock_waiters().insert(id, tx);
+        lock(&self.waiters).insert(id, tx);
         if lock(&self.arms).insert(backend_reg.key, arm, 0).is_err() {
-            self.lock_waiters().remove(&id);
+            lock(&self.waiters).remove(&id);
             return Err(not_armed::UNAVAILABLE);
         }
         Ok(Armed {
@@ -361,10 +354,6 @@ fn flag_bits(info: &sockets::Info) -> u32 {
         f |= flags::SACK;
     }
     f
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A client connection's flow entry; removed on drop.
@@ -496,6 +485,6 @@ impl Drop for Armed {
         if !self.consumed {
             let _ = lock(&self.splice.arms).remove(&self.backend);
         }
-        self.splice.lock_waiters().remove(&self.id);
+        lock(&self.splice.waiters).remove(&self.id);
     }
 }
