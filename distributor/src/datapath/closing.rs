@@ -16,12 +16,14 @@
 //!
 //! A socket whose region is still in flight is aborted instead (RST): a FIN
 //! there would sit at the end of what was spliced so far and be taken by the
-//! client as the end of a response that is not complete. The RST leaves
-//! while the entry still translates it, which puts it where the client
-//! expects it.
+//! client as the end of a response that is not complete. The RST leaves at
+//! once, while the entry still translates it, which puts it where the client
+//! expects it: a disconnect (`connect` to `AF_UNSPEC`, what a zero linger
+//! does at the last close). Waiting for the last close instead would race
+//! the entry's removal: the caller's descriptor may close after this one.
 
 use std::{
-    os::fd::{AsFd as _, OwnedFd},
+    os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     sync::Mutex,
     time::{Duration, Instant},
 };
@@ -47,7 +49,7 @@ pub enum Close {
     Plain,
     /// Bytes were spliced: FIN now, the entry until the close is over.
     Linger,
-    /// A region is in flight: RST, translated.
+    /// A region is in flight: RST now, translated; then the entry goes.
     Abort,
 }
 
@@ -57,17 +59,42 @@ struct Closing {
     fd: OwnedFd,
     /// Dropped second: removes the flow entry.
     _entry: Box<dyn Send>,
-    abort: bool,
     until: Instant,
 }
 
 impl Closing {
     fn finished(&self, now: Instant) -> bool {
-        self.abort
-            || now >= self.until
+        now >= self.until
             || sockets::info(&self.fd).map_or(true, |i| {
                 matches!(i.state, tcp_state::CLOSE | tcp_state::TIME_WAIT)
             })
+    }
+}
+
+/// Resets the connection now (`tcp_disconnect`: a RST for a synchronised
+/// state), leaving the socket closed and its descriptors open.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "AF_UNSPEC and the 16-byte sockaddr length fit their C types"
+)]
+fn disconnect(stream: &TcpStream) -> std::io::Result<()> {
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: a valid `sockaddr` of the length given, on a descriptor the
+    // stream keeps open for the call.
+    let r = unsafe {
+        libc::connect(
+            stream.as_raw_fd(),
+            &raw const unspec,
+            size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -82,11 +109,14 @@ impl Closer {
     /// Closes `stream` as `how` says; `entry` is the guard of its flow
     /// entry. The caller drops `stream` afterwards.
     pub fn close(&self, stream: &TcpStream, entry: Box<dyn Send>, how: Close) {
-        let sock = socket2::SockRef::from(stream);
-        let _ = match how {
-            Close::Abort => sock.set_linger(Some(Duration::ZERO)),
-            Close::Plain | Close::Linger => sock.shutdown(std::net::Shutdown::Write),
-        };
+        if how == Close::Abort {
+            if let Err(e) = disconnect(stream) {
+                debug!("aborting: {e}");
+            }
+            // `entry` drops here, after the RST left.
+            return;
+        }
+        let _ = socket2::SockRef::from(stream).shutdown(std::net::Shutdown::Write);
         if how == Close::Plain {
             return;
         }
@@ -100,7 +130,6 @@ impl Closer {
         lock(&self.list).push(Closing {
             fd,
             _entry: entry,
-            abort: how == Close::Abort,
             until: Instant::now() + LINGER,
         });
         self.added.notify_one();
