@@ -290,15 +290,25 @@ fn lossy_links_deliver_every_response_byte_exact(offloads: bool, loss: u32, reor
         "the client connection must survive the loss"
     );
 
-    // Loss (and delays) were real, in both directions of every link.
-    for (who, ns) in endpoints(&bed) {
-        for (hook, drop, detour) in PREFS {
+    // Loss (and delays) were real, in each of the four directions: to and
+    // from the client, to and from the backends. The backends' links are
+    // summed: a backend receives only requests and ACKs (about 500 packets
+    // here), so at 2 % some backend's filter misses in about one run of
+    // 1,000 (CI met one), while the three together see about 30 hits.
+    for (hook, drop, detour) in PREFS {
+        let sides = [
+            ("the client", vec![&bed.client]),
+            ("the backends", bed.backends.iter().map(|b| &b.ns).collect()),
+        ];
+        for (who, nss) in sides {
+            let hits = |pref| {
+                nss.iter()
+                    .map(|ns| filter_hits(ns, hook, pref))
+                    .sum::<u64>()
+            };
+            assert!(hits(drop) > 0, "{who}: nothing dropped on {hook}");
             assert!(
-                filter_hits(ns, hook, drop) > 0,
-                "{who}: nothing dropped on {hook}"
-            );
-            assert!(
-                reorder == 0 || filter_hits(ns, hook, detour) > 0,
+                reorder == 0 || hits(detour) > 0,
                 "{who}: nothing delayed on {hook}"
             );
         }
