@@ -10,7 +10,7 @@ use std::{
 };
 
 use anyhow::{Context as _, Result};
-use distributor_tests::{Request, Testbed};
+use distributor_tests::{Request, Testbed, VIP};
 use serde_json::{Value, json};
 
 use super::{
@@ -228,8 +228,11 @@ pub fn run_one(
 ) -> Run {
     let started = Instant::now();
     let mut guard_passed = false;
-    let outcome = match contender.start(bed) {
-        Err(e) => Outcome::Failed(format!("start: {e:#}")),
+    let outcome = match vip_port_free(bed).and_then(|()| contender.start(bed)) {
+        Err(e) => Outcome::Failed(format!(
+            "start: {e:#} (sockets on {VIP}:80 then: {})",
+            vip_sockets(bed)
+        )),
         Ok(mut running) => {
             let verdict = if check {
                 guard(bed, contender, &running, workload.size)
@@ -259,6 +262,58 @@ pub fn run_one(
         wall_s: started.elapsed().as_secs_f64(),
         outcome,
     }
+}
+
+/// How long a contender's predecessor may keep a listening socket on the
+/// virtual IP's port after it was stopped.
+const VIP_FREE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits until no socket listens on the virtual IP's port 80 in the
+/// gateway, or fails naming the holders (`ss -p`). A listener left from an
+/// earlier run would share the port (`SO_REUSEPORT`) with the next
+/// contender, take part of its traffic unseen, and stop nginx (which does
+/// not use `SO_REUSEPORT`) from binding at all.
+fn vip_port_free(bed: &Testbed) -> Result<()> {
+    let filter = format!("( src {VIP} and sport = :80 )");
+    let start = Instant::now();
+    loop {
+        let listeners = bed
+            .gateway
+            .run("ss", &["-Hltnp", &filter])
+            .context("ss in the gateway")?;
+        if listeners.trim().is_empty() {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < VIP_FREE_TIMEOUT,
+            "{VIP}:80 still has listeners {VIP_FREE_TIMEOUT:?} after the previous run: {}",
+            listeners.trim()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The gateway's sockets on the virtual IP's port 80, counted by state,
+/// with the processes holding them: why a contender could not bind.
+fn vip_sockets(bed: &Testbed) -> String {
+    let filter = format!("( src {VIP} and sport = :80 )");
+    let out = match bed.gateway.run("ss", &["-Htanp", &filter]) {
+        Ok(out) => out,
+        Err(e) => return format!("ss failed: {e:#}"),
+    };
+    let mut states: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut holders: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in out.lines() {
+        let mut words = line.split_whitespace();
+        *states.entry(words.next().unwrap_or("?")).or_default() += 1;
+        if let Some(users) = words.find(|w| w.starts_with("users:")) {
+            *holders.entry(users).or_default() += 1;
+        }
+    }
+    if states.is_empty() {
+        return "none".to_owned();
+    }
+    format!("{states:?}, held by {holders:?}")
 }
 
 /// The honesty guard: a few responses through the contender must be 200,
