@@ -146,7 +146,9 @@ pub struct TimeoutsConfig {
     /// An idle keep-alive client connection is closed after this.
     pub client_idle_ms: u64,
     /// Reading a request body or writing a response: no progress for this
-    /// long closes the connection.
+    /// long closes the connection. Also how long a closing connection that
+    /// had bytes spliced keeps its flow entry while its last bytes wait
+    /// for a reader who acknowledges nothing.
     pub client_io_ms: u64,
     /// Connecting to a backend (then the next server is tried).
     pub connect_ms: u64,

@@ -23,7 +23,7 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    config::{Config, DEFAULT_PIN_DIR, DatapathMode},
+    config::{Config, DEFAULT_PIN_DIR, DatapathMode, TimeoutsConfig},
     datapath::Datapath,
     instance::InstanceLock,
     track::{AccessLog, Metrics},
@@ -148,7 +148,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
             let events = dp
                 .take_events()
                 .context("the eBPF object has no splice event ring")?;
-            Some(datapath::splice::Splice::start(dp.pin_dir(), events)?)
+            // A closing socket drains as patiently as a writing one.
+            let drain = TimeoutsConfig::ms(config.timeouts.client_io_ms);
+            Some(datapath::splice::Splice::start(
+                dp.pin_dir(),
+                events,
+                drain,
+            )?)
         }
         _ => None,
     };

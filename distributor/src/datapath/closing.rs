@@ -11,8 +11,13 @@
 //!
 //! So a translated socket is handed here at close with its entry guard:
 //! this keeps a duplicate of its descriptor and the entry until the kernel
-//! has finished the close (state CLOSE or `TIME_WAIT`) or [`LINGER`] has
-//! passed, then closes the descriptor and drops the entry, in that order.
+//! has finished the close (state CLOSE or `TIME_WAIT`), then closes the
+//! descriptor and drops the entry, in that order. A peer that stops
+//! answering ends the wait: once the socket has nothing queued, after
+//! [`LINGER`] without an acknowledgement; while bytes are still queued (a
+//! relayed response that ends with `Connection: close` can leave
+//! megabytes behind for a slow reader, every one of them sent translated),
+//! after the drain limit, the connection's write timeout (`client_io_ms`).
 //!
 //! A socket whose region is still in flight is aborted instead (RST): a FIN
 //! there would sit at the end of what was spliced so far and be taken by the
@@ -36,8 +41,9 @@ use super::{
     sockets::{self, tcp_state},
 };
 
-/// How long a closing socket keeps its flow entry at most: many round
-/// trips, and short enough for a stop to wait.
+/// How long a closing socket with nothing queued keeps its flow entry
+/// without an acknowledgement: many round trips, and short enough for a
+/// stop to wait.
 pub const LINGER: Duration = Duration::from_secs(3);
 /// How often lingering sockets are looked at.
 const POLL: Duration = Duration::from_millis(10);
@@ -55,19 +61,36 @@ pub enum Close {
 
 /// A socket being closed and the guard of its flow entry.
 struct Closing {
-    /// Dropped first: the last descriptor of the socket.
-    fd: OwnedFd,
+    /// Dropped first: the last descriptor of the socket (`None`: it could
+    /// not be duplicated).
+    fd: Option<OwnedFd>,
     /// Dropped second: removes the flow entry.
     _entry: Box<dyn Send>,
-    until: Instant,
+    /// The peer's progress (`tcpi_bytes_acked`) when last looked at.
+    acked: u64,
+    /// When it last moved (or the close began).
+    progress_at: Instant,
 }
 
 impl Closing {
-    fn finished(&self, now: Instant) -> bool {
-        now >= self.until
-            || sockets::info(&self.fd).map_or(true, |i| {
-                matches!(i.state, tcp_state::CLOSE | tcp_state::TIME_WAIT)
-            })
+    /// Whether the close is over, or its peer stopped answering (see the
+    /// module's text; `drain`: the limit while bytes are queued).
+    fn finished(&mut self, now: Instant, drain: Duration) -> bool {
+        let Some(fd) = &self.fd else {
+            return now >= self.progress_at + LINGER;
+        };
+        let Ok(info) = sockets::info(fd) else {
+            return true;
+        };
+        if matches!(info.state, tcp_state::CLOSE | tcp_state::TIME_WAIT) {
+            return true;
+        }
+        if info.bytes_acked != self.acked {
+            self.acked = info.bytes_acked;
+            self.progress_at = now;
+        }
+        let queued = info.unacked > 0 || info.notsent > 0;
+        now >= self.progress_at + if queued { drain } else { LINGER }
     }
 }
 
@@ -99,13 +122,25 @@ fn disconnect(stream: &TcpStream) -> std::io::Result<()> {
 }
 
 /// Sockets whose close is in progress (see the module's text).
-#[derive(Default)]
 pub struct Closer {
     list: Mutex<Vec<Closing>>,
     added: tokio::sync::Notify,
+    /// How long a socket with bytes queued may go without an
+    /// acknowledgement.
+    drain: Duration,
 }
 
 impl Closer {
+    /// `drain`: how long a closing socket with bytes still queued may go
+    /// without an acknowledgement before its entry goes.
+    pub fn new(drain: Duration) -> Self {
+        Self {
+            list: Mutex::default(),
+            added: tokio::sync::Notify::new(),
+            drain,
+        }
+    }
+
     /// Closes `stream` as `how` says; `entry` is the guard of its flow
     /// entry. The caller drops `stream` afterwards.
     pub fn close(&self, stream: &TcpStream, entry: Box<dyn Send>, how: Close) {
@@ -120,17 +155,22 @@ impl Closer {
         if how == Close::Plain {
             return;
         }
-        let fd = match stream.as_fd().try_clone_to_owned() {
-            Ok(fd) => fd,
-            Err(e) => {
-                debug!("closing without a linger: {e}");
-                return;
-            }
-        };
+        // Without a descriptor of its own (EMFILE), the entry still stays
+        // for LINGER: the socket cannot be asked when its close is over.
+        let fd = stream
+            .as_fd()
+            .try_clone_to_owned()
+            .inspect_err(|e| debug!("closing without watching the socket: {e}"))
+            .ok();
+        let acked = fd
+            .as_ref()
+            .and_then(|fd| sockets::info(fd).ok())
+            .map_or(0, |i| i.bytes_acked);
         lock(&self.list).push(Closing {
             fd,
             _entry: entry,
-            until: Instant::now() + LINGER,
+            acked,
+            progress_at: Instant::now(),
         });
         self.added.notify_one();
     }
@@ -139,14 +179,9 @@ impl Closer {
     /// when some are still in progress.
     fn sweep(&self, force: bool) -> bool {
         let now = Instant::now();
-        let done: Vec<Closing> = {
-            let mut list = lock(&self.list);
-            let (done, pending) = std::mem::take(&mut *list)
-                .into_iter()
-                .partition(|c| force || c.finished(now));
-            *list = pending;
-            done
-        };
+        let done: Vec<Closing> = lock(&self.list)
+            .extract_if(.., |c| force || c.finished(now, self.drain))
+            .collect();
         // Each drops its descriptor, then its entry.
         drop(done);
         !lock(&self.list).is_empty()
@@ -167,8 +202,8 @@ impl Closer {
     }
 
     /// At stop: waits until every close in progress is over (at most
-    /// [`LINGER`] and a poll), then ends whatever is left. Returns how many
-    /// were still open.
+    /// [`LINGER`] and a poll, whatever is queued), then ends whatever is
+    /// left. Returns how many were still open.
     pub async fn finish(&self) -> usize {
         let deadline = Instant::now() + LINGER + POLL;
         while self.sweep(false) && Instant::now() < deadline {

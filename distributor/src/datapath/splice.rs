@@ -102,8 +102,10 @@ impl std::fmt::Debug for Splice {
 
 impl Splice {
     /// Opens the pinned flow maps of the running datapath and starts the
-    /// event reader on the current tokio runtime.
-    pub fn start(pin_dir: &Path, events: Map) -> anyhow::Result<Arc<Self>> {
+    /// event reader on the current tokio runtime. `drain`: how long a
+    /// closing translated socket with bytes queued keeps its flow entry
+    /// without an acknowledgement ([`Closer::new`]).
+    pub fn start(pin_dir: &Path, events: Map, drain: Duration) -> anyhow::Result<Arc<Self>> {
         let ring = RingBuf::try_from(events)?;
         let ring_fd = ring.as_raw_fd();
         let splice = Arc::new(Self {
@@ -113,7 +115,7 @@ impl Splice {
             waiters: Mutex::new(StdHashMap::new()),
             next_id: AtomicU64::new(1),
             ring: Mutex::new(ring),
-            closer: Closer::default(),
+            closer: Closer::new(drain),
         });
         let me = Arc::clone(&splice);
         // SAFETY: the descriptor belongs to the ring, which the `Splice`
