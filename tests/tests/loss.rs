@@ -530,22 +530,40 @@ fn slow_reader(
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
         .map_err(|e| format!("send: {e}"))?;
     let mut data = Vec::new();
+    let (mut r, head_len, len) = read_head(&mut s, &mut data)?;
+    fill(&mut s, &mut data, head_len + first)?;
+    let _ = steps.send(Step::Paused(data.len() - head_len));
+    resume
+        .recv_timeout(Duration::from_mins(1))
+        .map_err(|_| "never told to resume".to_owned())?;
+    fill(&mut s, &mut data, head_len + len)?;
+    r.body = data.split_off(head_len);
+    Ok(r)
+}
+
+/// Reads from `s` until `data` holds at least `n` bytes.
+fn fill(s: &mut TcpStream, data: &mut Vec<u8>, n: usize) -> Result<(), String> {
     let mut buf = [0_u8; 4096];
-    let mut read_some = |s: &mut TcpStream, data: &mut Vec<u8>| match s.read(&mut buf) {
-        Ok(0) => Err(format!("EOF after {} bytes", data.len())),
-        Ok(n) => {
-            data.extend_from_slice(&buf[..n]);
-            Ok(())
+    while data.len() < n {
+        match s.read(&mut buf) {
+            Ok(0) => return Err(format!("EOF after {} bytes", data.len())),
+            Ok(k) => data.extend_from_slice(&buf[..k]),
+            Err(e) => return Err(format!("read after {} bytes: {e}", data.len())),
         }
-        Err(e) => Err(format!("read after {} bytes: {e}", data.len())),
-    };
+    }
+    Ok(())
+}
+
+/// Reads until `data` holds a whole response head with a
+/// `Content-Length`: the head (no body yet), its length, the body's.
+fn read_head(s: &mut TcpStream, data: &mut Vec<u8>) -> Result<(SlowRead, usize, usize), String> {
     let head_len = loop {
         if let Some(i) = data.windows(4).position(|w| w == b"\r\n\r\n") {
             break i + 4;
         }
-        read_some(&mut s, &mut data)?;
+        fill(s, data, data.len() + 1)?;
     };
-    let mut r = SlowRead {
+    let r = SlowRead {
         head: String::from_utf8_lossy(&data[..head_len]).into_owned(),
         body: Vec::new(),
     };
@@ -553,18 +571,7 @@ fn slow_reader(
         .header("content-length")
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| format!("no content-length: {}", r.head))?;
-    while data.len() < head_len + first {
-        read_some(&mut s, &mut data)?;
-    }
-    let _ = steps.send(Step::Paused(data.len() - head_len));
-    resume
-        .recv_timeout(Duration::from_mins(1))
-        .map_err(|_| "never told to resume".to_owned())?;
-    while data.len() < head_len + len {
-        read_some(&mut s, &mut data)?;
-    }
-    r.body = data.split_off(head_len);
-    Ok(r)
+    Ok((r, head_len, len))
 }
 
 /// A [`slow_reader`] on a thread in the client namespace, paused.
@@ -776,6 +783,123 @@ fn a_stalled_reader_stalls_only_its_own_spliced_response() {
         "stalled {stalled_for:?} after {read_before} body bytes; the rest took {took:?}; {report:?}"
     );
     assert_eq!(bed.nstat_splice_errors(), BTreeMap::new(), "{report:#?}");
+    bed.assert_flow_baseline();
+}
+
+/// distributor's `closing::LINGER`: how long a closing translated socket
+/// with nothing queued keeps its flow entry without an acknowledgement.
+const CLOSE_LINGER: Duration = Duration::from_secs(3);
+
+/// Reads one response with a `Content-Length` from `s` (whatever follows
+/// stays in `data`): its head and its body.
+fn read_response(s: &mut TcpStream, data: &mut Vec<u8>) -> Result<SlowRead, String> {
+    let (mut r, head_len, len) = read_head(s, data)?;
+    fill(s, data, head_len + len)?;
+    r.body = data[head_len..head_len + len].to_vec();
+    data.drain(..head_len + len);
+    Ok(r)
+}
+
+/// A connection whose first response was spliced asks for a second with
+/// `Connection: close` and stops reading. distributor relays that response
+/// into the gateway socket's buffer and closes it, its FIN queued behind
+/// bytes the closed window holds back. The reader comes back only after
+/// [`CLOSE_LINGER`]: the queued bytes and the FIN must still leave
+/// translated (the flow entry stays while bytes wait for the reader), so
+/// the client reads the whole second response, then the end of the stream.
+#[test]
+fn a_reader_back_after_the_close_linger_gets_the_queued_rest() {
+    const FIRST: usize = 64 << 10;
+    // Small enough to fit in the gateway socket's send buffer (about
+    // 87 KB: ten segments' worth, doubled) with the reader's window shut,
+    // so distributor finishes writing it and closes; larger than the
+    // reader's receive buffer, so part of it stays queued.
+    const SECOND: usize = 32 << 10;
+    // One backend: both requests take the one pooled connection, which
+    // the first registered (the second, not keep-alive, is never armed).
+    let bed = Testbed::for_test(&TestbedConfig {
+        backends: 1,
+        object_sizes: vec![FIRST, SECOND],
+        ..TestbedConfig::default()
+    });
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("tc", &bed.round_robin_config()))
+        .expect("start distributor");
+
+    let (sent_tx, sent) = mpsc::channel();
+    let (resume, resume_rx) = mpsc::channel::<()>();
+    let (done_tx, done) = mpsc::channel();
+    let reader = bed
+        .client
+        .spawn_thread(move || {
+            let run = || -> Result<(SlowRead, SlowRead), String> {
+                let mut s = connect_small_rcvbuf(SLOW_RCVBUF);
+                s.set_read_timeout(Some(SLOW_READ_TIMEOUT))
+                    .map_err(|e| e.to_string())?;
+                let mut data = Vec::new();
+                s.write_all(format!("GET /obj/{FIRST} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+                    .map_err(|e| format!("send: {e}"))?;
+                let first = read_response(&mut s, &mut data)?;
+                s.write_all(
+                    format!("GET /obj/{SECOND} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+                        .as_bytes(),
+                )
+                .map_err(|e| format!("send: {e}"))?;
+                let _ = sent_tx.send(());
+                resume_rx
+                    .recv_timeout(Duration::from_mins(1))
+                    .map_err(|_| "never told to resume".to_owned())?;
+                let second = read_response(&mut s, &mut data)?;
+                // Then the end of the stream, and nothing before it.
+                let mut rest = Vec::new();
+                s.read_to_end(&mut rest)
+                    .map_err(|e| format!("reading to the end: {e}"))?;
+                data.extend_from_slice(&rest);
+                if !data.is_empty() {
+                    return Err(format!("{} bytes after the second response", data.len()));
+                }
+                Ok((first, second))
+            };
+            let _ = done_tx.send(run());
+        })
+        .expect("reader thread");
+    sent.recv_timeout(Duration::from_secs(30))
+        .expect("the reader sent its second request");
+
+    // distributor relays the second response and closes once all of it is
+    // in the socket's buffer (its record is logged then) ...
+    let log = bed.access_log_at_least(2).expect("access log");
+    assert_eq!(log.len(), 2, "{log:#?}");
+    assert_eq!(log[0]["path_taken"], "splice", "{}", log[0]);
+    assert_eq!(log[1]["path_taken"], "relay", "{}", log[1]);
+    let closed_at = Instant::now();
+    // ... and bytes of it wait behind the closed window past the linger.
+    std::thread::sleep(CLOSE_LINGER + Duration::from_secs(1));
+    let sockets = bed
+        .gateway
+        .run("ss", &["-Htn", "( sport = :80 )"])
+        .expect("ss");
+    // State, Recv-Q, Send-Q, ...
+    let send_q: u64 = sockets
+        .lines()
+        .filter(|l| l.starts_with("FIN-WAIT-1"))
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum();
+    assert!(
+        send_q > 0,
+        "no closing gateway socket with bytes queued {:?} after the close: {sockets:?}",
+        closed_at.elapsed()
+    );
+    resume.send(()).expect("resume the reader");
+    let (first, second) = done
+        .recv_timeout(Duration::from_mins(2))
+        .expect("the reader reports")
+        .unwrap_or_else(|e| panic!("reader: {e}; {:#?}", recovery_report(&bed)));
+    reader.join().expect("reader thread");
+    check_slow_body(&bed, &first, FIRST);
+    check_slow_body(&bed, &second, SECOND);
+    eprintln!("{send_q} bytes queued at the gateway when the reader came back");
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
     bed.assert_flow_baseline();
 }
 
