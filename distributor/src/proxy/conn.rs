@@ -8,7 +8,7 @@ use std::{
 };
 
 use distributor_common::{
-    flow::{ClientFlow, event, state as flow_state},
+    flow::{ClientFlow, Event, event, state as flow_state},
     splice::{relay, seq::seq_lt},
 };
 use tokio::{
@@ -453,6 +453,33 @@ impl Client<'_> {
             let mut armed = splice_method.and_then(|m| self.arm(&mut conn, m, rec));
             let sent = tokio::time::timeout(t.response_head, conn.stream.write_all(wire)).await;
             rec.t_sent_ms = Some(ms(t0.elapsed()));
+            if !matches!(sent, Ok(Ok(())))
+                && let Some(a) = armed.as_mut()
+                && !a.disarm()
+            {
+                // The backend answered before it took the whole request
+                // (then stopped reading, or reset), and the datapath took
+                // that response. Spliced, it reached the client, which
+                // must get nothing else: no error response, no answer to
+                // a retry. Relayed, nothing did: the failure is answered.
+                a.look();
+                let ev = tokio::time::timeout(Duration::from_secs(1), a.next()).await;
+                let Ok(Some(ev)) = ev else {
+                    return Exchange::Broken("splice decision lost".into());
+                };
+                match self.decided(&conn, a, ev, rec).await {
+                    Decision::Spliced { status, len, .. } => {
+                        return Exchange::Spliced {
+                            conn,
+                            status,
+                            len,
+                            reusable: false,
+                        };
+                    }
+                    Decision::Broken(why) => return Exchange::Broken(why),
+                    Decision::Relay => {}
+                }
+            }
             match sent {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) if reused => continue,
@@ -591,6 +618,18 @@ impl Client<'_> {
                 }
             }
         };
+        self.decided(conn, a, ev, rec).await
+    }
+
+    /// Follows the datapath's decision `ev` on an armed request's
+    /// response: spliced, until the client acknowledged all of it.
+    async fn decided(
+        &self,
+        conn: &BackendConn,
+        a: &mut Armed,
+        ev: Event,
+        rec: &mut RequestRecord,
+    ) -> Decision {
         match ev.kind {
             event::SPLICE => {
                 let status = u16::try_from(ev.reason).unwrap_or(0);
