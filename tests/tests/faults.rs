@@ -336,6 +336,8 @@ type Got = Result<(Head, Vec<u8>), (End, Option<Head>, Vec<u8>)>;
 
 enum Cmd {
     Get(String),
+    /// `POST target` with a body of this many bytes.
+    Post(String, usize),
     /// Nothing more may arrive: `Ok` if nothing did within 300 ms.
     Quiet,
 }
@@ -364,9 +366,24 @@ impl Session {
                 let mut ended: Option<End> = None;
                 while let Ok(cmd) = cmd_rx.recv() {
                     let reply = match cmd {
-                        Cmd::Get(target) => {
-                            let req = format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n");
-                            if ended.is_none() && s.write_all(req.as_bytes()).is_err() {
+                        Cmd::Get(_) | Cmd::Post(..) => {
+                            let req = match cmd {
+                                Cmd::Post(target, len) => {
+                                    let mut req = format!(
+                                        "POST {target} HTTP/1.1\r\nHost: test\r\n\
+                                         Content-Length: {len}\r\n\r\n"
+                                    )
+                                    .into_bytes();
+                                    req.resize(req.len() + len, b'x');
+                                    req
+                                }
+                                Cmd::Get(target) => {
+                                    format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n")
+                                        .into_bytes()
+                                }
+                                Cmd::Quiet => unreachable!("matched above"),
+                            };
+                            if ended.is_none() && s.write_all(&req).is_err() {
                                 ended = Some(End::Reset);
                             }
                             read_response(&mut s, &mut buf, &mut chunk, &mut ended)
@@ -404,6 +421,16 @@ impl Session {
     fn get(&self, target: &str) -> Got {
         self.cmd
             .send(Cmd::Get(target.to_owned()))
+            .expect("client thread gone");
+        self.got
+            .recv_timeout(CLIENT_BOUND + Duration::from_secs(5))
+            .expect("the client thread died")
+    }
+
+    /// `POST target` with a body of `len` bytes on this connection.
+    fn post(&self, target: &str, len: usize) -> Got {
+        self.cmd
+            .send(Cmd::Post(target.to_owned(), len))
             .expect("client thread gone");
         self.got
             .recv_timeout(CLIENT_BOUND + Duration::from_secs(5))
@@ -1170,6 +1197,79 @@ fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
     }
     s.assert_quiet();
     drop(s);
+    bed.assert_flow_baseline();
+}
+
+// ---- a backend answers before it read the request ------------------------------
+
+/// A backend that answers a POST from its head alone, without reading the
+/// body, then resets: distributor's write of the body fails after the
+/// datapath spliced the whole response to the client. The client gets
+/// that response and nothing behind it (no error response, no second
+/// answer from a retry on another backend connection), and its
+/// connection goes on. Once on a fresh backend connection, once on a
+/// pooled one (a failed write to a pooled connection is otherwise retried
+/// on a fresh one: the idle race).
+#[test]
+fn backend_answering_before_it_read_the_body_then_resetting_adds_nothing_to_the_response() {
+    // Far more than the backend's receive window and the gateway's send
+    // buffer hold: the write is still going on when the RST comes.
+    const BODY: usize = 4 << 20;
+    const EARLY: usize = 2000;
+    let bed = testbed(1, vec![1024], &[]);
+    let addr = SocketAddrV4::new(bed.backends[0].addr, 8080);
+    let srv = TestServer::start(&bed.backends[0].ns, addr, |_, len| {
+        if len == EARLY {
+            Reply::ResetAfter(EARLY)
+        } else {
+            Reply::Normal
+        }
+    });
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("tc", &one_pool(&[srv.addr.to_string()], "")))
+        .expect("start distributor");
+
+    for pooled in [false, true] {
+        let s = Session::open(&bed);
+        if pooled {
+            let (_, body) = s
+                .get("/n/1000")
+                .unwrap_or_else(|(end, _, b)| panic!("/n/1000: {end:?} after {} bytes", b.len()));
+            assert!(body == pattern(1000), "/n/1000: body differs");
+        }
+        let (head, body) = s
+            .post(&format!("/n/{EARLY}"), BODY)
+            .unwrap_or_else(|(end, _, b)| panic!("POST: {end:?} after {} bytes", b.len()));
+        assert_eq!(head.backend(), "srv");
+        assert!(body == pattern(EARLY), "POST: body differs");
+        // The next response on the connection is the next request's.
+        let (head, body) = s.get("/n/3000").unwrap_or_else(|(end, h, b)| {
+            panic!(
+                "after the POST: {end:?} after {} bytes, head {h:?}: {:?}",
+                b.len(),
+                String::from_utf8_lossy(&b[..b.len().min(200)])
+            )
+        });
+        assert_eq!(head.status, 200, "pooled {pooled}: {head:?}");
+        assert!(
+            body == pattern(3000),
+            "pooled {pooled}: GET after the POST: body differs"
+        );
+        s.assert_quiet();
+        drop(s);
+        assert!(srv.reset_at().is_some(), "the server never reset");
+    }
+    // One record per request (no retry answered a POST twice); each POST
+    // spliced, whole.
+    let log = bed.access_log_at_least(5).expect("access log");
+    assert_eq!(log.len(), 5, "{log:#?}");
+    let posts: Vec<&Value> = log.iter().filter(|r| r["method"] == "POST").collect();
+    assert_eq!(posts.len(), 2, "{log:#?}");
+    for post in posts {
+        assert_eq!(post["path_taken"], "splice", "{post}");
+        assert_eq!(post["status"], 200, "{post}");
+        assert!(post["error"].is_null(), "{post}");
+    }
     bed.assert_flow_baseline();
 }
 
