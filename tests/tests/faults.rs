@@ -1123,22 +1123,31 @@ fn backend_killed_mid_response_closes_the_client_short_of_the_length() {
     bed.assert_flow_baseline();
 }
 
-#[test]
-fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
-    const SIZE: usize = 8 << 20;
-    const CUT: usize = 1 << 20;
+/// A testbed whose one backend is a [`TestServer`] answering `/n/<len>`
+/// normally, except `/n/<trigger>`: [`Reply::ResetAfter`]`(after)`; and
+/// distributor (tc) balancing to it. Bind in this order (the guards drop
+/// in reverse: distributor, the server, the testbed).
+fn resetting_server(trigger: usize, after: usize) -> (Testbed, TestServer, Daemon) {
     let bed = testbed(1, vec![1024], &[]);
     let addr = SocketAddrV4::new(bed.backends[0].addr, 8080);
-    let srv = TestServer::start(&bed.backends[0].ns, addr, |_, len| {
-        if len == SIZE {
-            Reply::ResetAfter(CUT)
+    let srv = TestServer::start(&bed.backends[0].ns, addr, move |_, len| {
+        if len == trigger {
+            Reply::ResetAfter(after)
         } else {
             Reply::Normal
         }
     });
-    let _gw = bed
+    let gw = bed
         .start_distributor(&bed.proxy_config("tc", &one_pool(&[srv.addr.to_string()], "")))
         .expect("start distributor");
+    (bed, srv, gw)
+}
+
+#[test]
+fn backend_resetting_mid_response_closes_the_client_short_of_the_length() {
+    const SIZE: usize = 8 << 20;
+    const CUT: usize = 1 << 20;
+    let (bed, srv, _gw) = resetting_server(SIZE, CUT);
 
     let download = Download::start(&bed, &format!("/n/{SIZE}"), None, 64 << 10);
     let f = bed.flows().expect("distributor flows");
@@ -1216,18 +1225,7 @@ fn backend_answering_before_it_read_the_body_then_resetting_adds_nothing_to_the_
     // buffer hold: the write is still going on when the RST comes.
     const BODY: usize = 4 << 20;
     const EARLY: usize = 2000;
-    let bed = testbed(1, vec![1024], &[]);
-    let addr = SocketAddrV4::new(bed.backends[0].addr, 8080);
-    let srv = TestServer::start(&bed.backends[0].ns, addr, |_, len| {
-        if len == EARLY {
-            Reply::ResetAfter(EARLY)
-        } else {
-            Reply::Normal
-        }
-    });
-    let _gw = bed
-        .start_distributor(&bed.proxy_config("tc", &one_pool(&[srv.addr.to_string()], "")))
-        .expect("start distributor");
+    let (bed, srv, _gw) = resetting_server(EARLY, EARLY);
 
     for pooled in [false, true] {
         let s = Session::open(&bed);
