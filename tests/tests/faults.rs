@@ -1267,6 +1267,7 @@ fn backend_answering_before_it_read_the_body_then_resetting_adds_nothing_to_the_
         assert_eq!(post["path_taken"], "splice", "{post}");
         assert_eq!(post["status"], 200, "{post}");
         assert!(post["error"].is_null(), "{post}");
+        assert!(post["t_first_byte_ms"].is_number(), "{post}");
     }
     bed.assert_flow_baseline();
 }

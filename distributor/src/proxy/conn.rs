@@ -469,6 +469,7 @@ impl Client<'_> {
                 };
                 match self.decided(&conn, a, ev, rec).await {
                     Decision::Spliced { status, len, .. } => {
+                        rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
                         return Exchange::Spliced {
                             conn,
                             status,
