@@ -342,6 +342,26 @@ enum Cmd {
     Quiet,
 }
 
+impl Cmd {
+    /// The request's bytes (`None`: nothing to send).
+    fn request(&self) -> Option<Vec<u8>> {
+        match self {
+            Self::Get(target) => {
+                Some(format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n").into_bytes())
+            }
+            Self::Post(target, len) => {
+                let mut req = format!(
+                    "POST {target} HTTP/1.1\r\nHost: test\r\nContent-Length: {len}\r\n\r\n"
+                )
+                .into_bytes();
+                req.resize(req.len() + len, b'x');
+                Some(req)
+            }
+            Self::Quiet => None,
+        }
+    }
+}
+
 /// One keep-alive connection from the client namespace, driven request
 /// by request: each request goes out once the response before it is
 /// complete, so the test can act between two requests.
@@ -365,43 +385,25 @@ impl Session {
                 let mut chunk = vec![0_u8; 64 * 1024];
                 let mut ended: Option<End> = None;
                 while let Ok(cmd) = cmd_rx.recv() {
-                    let reply = match cmd {
-                        Cmd::Get(_) | Cmd::Post(..) => {
-                            let req = match cmd {
-                                Cmd::Post(target, len) => {
-                                    let mut req = format!(
-                                        "POST {target} HTTP/1.1\r\nHost: test\r\n\
-                                         Content-Length: {len}\r\n\r\n"
-                                    )
-                                    .into_bytes();
-                                    req.resize(req.len() + len, b'x');
-                                    req
-                                }
-                                Cmd::Get(target) => {
-                                    format!("GET {target} HTTP/1.1\r\nHost: test\r\n\r\n")
-                                        .into_bytes()
-                                }
-                                Cmd::Quiet => unreachable!("matched above"),
-                            };
-                            if ended.is_none() && s.write_all(&req).is_err() {
-                                ended = Some(End::Reset);
-                            }
-                            read_response(&mut s, &mut buf, &mut chunk, &mut ended)
+                    let reply = if let Some(req) = cmd.request() {
+                        if ended.is_none() && s.write_all(&req).is_err() {
+                            ended = Some(End::Reset);
                         }
-                        Cmd::Quiet => {
-                            std::thread::sleep(Duration::from_millis(300));
-                            s.set_nonblocking(true).expect("nonblocking");
-                            let extra = match s.read(&mut chunk) {
-                                Ok(n) if n > 0 => chunk[..n].to_vec(),
-                                _ => Vec::new(),
-                            };
-                            s.set_nonblocking(false).expect("blocking");
-                            buf.extend_from_slice(&extra);
-                            if buf.is_empty() {
-                                Ok((Head::default(), Vec::new()))
-                            } else {
-                                Err((End::Complete, None, std::mem::take(&mut buf)))
-                            }
+                        read_response(&mut s, &mut buf, &mut chunk, &mut ended)
+                    } else {
+                        // Cmd::Quiet
+                        std::thread::sleep(Duration::from_millis(300));
+                        s.set_nonblocking(true).expect("nonblocking");
+                        let extra = match s.read(&mut chunk) {
+                            Ok(n) if n > 0 => chunk[..n].to_vec(),
+                            _ => Vec::new(),
+                        };
+                        s.set_nonblocking(false).expect("blocking");
+                        buf.extend_from_slice(&extra);
+                        if buf.is_empty() {
+                            Ok((Head::default(), Vec::new()))
+                        } else {
+                            Err((End::Complete, None, std::mem::take(&mut buf)))
                         }
                     };
                     if got_tx.send(reply).is_err() {

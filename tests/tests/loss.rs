@@ -875,13 +875,10 @@ fn a_reader_back_after_the_close_linger_gets_the_queued_rest() {
     let closed_at = Instant::now();
     // ... and bytes of it wait behind the closed window past the linger.
     std::thread::sleep(CLOSE_LINGER + Duration::from_secs(1));
-    let sockets = bed
-        .gateway
-        .run("ss", &["-Htn", "( sport = :80 )"])
-        .expect("ss");
+    let sockets = bed.gateway_sockets_closing();
     // State, Recv-Q, Send-Q, ...
     let send_q: u64 = sockets
-        .lines()
+        .iter()
         .filter(|l| l.starts_with("FIN-WAIT-1"))
         .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
         .sum();

@@ -462,10 +462,9 @@ impl Client<'_> {
                 // that response. Spliced, it reached the client, which
                 // must get nothing else: no error response, no answer to
                 // a retry. Relayed, nothing did: the failure is answered.
-                a.look();
-                let ev = tokio::time::timeout(Duration::from_secs(1), a.next()).await;
-                let Ok(Some(ev)) = ev else {
-                    return Exchange::Broken("splice decision lost".into());
+                let ev = match decision_underway(a).await {
+                    Ok(ev) => ev,
+                    Err(why) => return Exchange::Broken(why),
                 };
                 match self.decided(&conn, a, ev, rec).await {
                     Decision::Spliced { status, len, .. } => {
@@ -613,9 +612,9 @@ impl Client<'_> {
                 if a.disarm() {
                     return Decision::Relay;
                 }
-                match tokio::time::timeout(Duration::from_secs(1), a.next()).await {
-                    Ok(Some(ev)) => ev,
-                    _ => return Decision::Broken("splice decision lost".into()),
+                match decision_underway(a).await {
+                    Ok(ev) => ev,
+                    Err(why) => return Decision::Broken(why),
                 }
             }
         };
@@ -960,6 +959,16 @@ enum HeadFailure {
     ClosedEarly,
     Timeout,
     Invalid(String),
+}
+
+/// The decision on an arm the datapath has taken (a response segment
+/// came): in the ring, or about to be.
+async fn decision_underway(a: &mut Armed) -> Result<Event, String> {
+    a.look();
+    match tokio::time::timeout(Duration::from_secs(1), a.next()).await {
+        Ok(Some(ev)) => Ok(ev),
+        _ => Err("splice decision lost".into()),
+    }
 }
 
 async fn read_response_head(

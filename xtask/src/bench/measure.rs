@@ -274,13 +274,9 @@ const VIP_FREE_TIMEOUT: Duration = Duration::from_secs(10);
 /// contender, take part of its traffic unseen, and stop nginx (which does
 /// not use `SO_REUSEPORT`) from binding at all.
 fn vip_port_free(bed: &Testbed) -> Result<()> {
-    let filter = format!("( src {VIP} and sport = :80 )");
     let start = Instant::now();
     loop {
-        let listeners = bed
-            .gateway
-            .run("ss", &["-Hltnp", &filter])
-            .context("ss in the gateway")?;
+        let listeners = vip_ss(bed, "-Hltnp")?;
         if listeners.trim().is_empty() {
             return Ok(());
         }
@@ -293,11 +289,18 @@ fn vip_port_free(bed: &Testbed) -> Result<()> {
     }
 }
 
+/// `ss <options>` in the gateway, for the virtual IP's port 80.
+fn vip_ss(bed: &Testbed, options: &str) -> Result<String> {
+    let filter = format!("( src {VIP} and sport = :80 )");
+    bed.gateway
+        .run("ss", &[options, &filter])
+        .context("ss in the gateway")
+}
+
 /// The gateway's sockets on the virtual IP's port 80, counted by state,
 /// with the processes holding them: why a contender could not bind.
 fn vip_sockets(bed: &Testbed) -> String {
-    let filter = format!("( src {VIP} and sport = :80 )");
-    let out = match bed.gateway.run("ss", &["-Htanp", &filter]) {
+    let out = match vip_ss(bed, "-Htanp") {
         Ok(out) => out,
         Err(e) => return format!("ss failed: {e:#}"),
     };
