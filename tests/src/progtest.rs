@@ -837,12 +837,17 @@ fn outcome(r: &TestRunResult, mut data_out: Vec<u8>) -> Outcome {
 }
 
 impl Datapath {
-    /// Runs `hook`'s program `repeat` times on `frame` and returns the
-    /// kernel's mean time per run (`BPF_PROG_TEST_RUN`'s own timer: the
-    /// program and its helpers, not the syscall). For the micro-benchmark;
-    /// no test asserts on it.
+    /// Runs `hook`'s program once on `frame` and returns the kernel's time
+    /// for the run (`BPF_PROG_TEST_RUN`'s own timer: the program, its
+    /// helpers and the timer's own share, not the syscall) and the verdict.
+    /// For the micro-benchmark; no test asserts on the time.
+    ///
+    /// One run per call, on purpose: a repeated test run hands every
+    /// repetition the skb the one before rewrote, so a path that retargets
+    /// its packet (a splice, an ACK to the backend) runs once and then
+    /// times the pass-through of a packet no flow knows.
     #[must_use]
-    pub fn time(&self, hook: Hook, frame: &[u8], repeat: u32) -> std::time::Duration {
+    pub fn time(&self, hook: Hook, frame: &[u8]) -> (std::time::Duration, i32) {
         let name = hook.program();
         let prog: &SchedClassifier = self
             .ebpf
@@ -855,11 +860,10 @@ impl Datapath {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut data_out),
-                repeat,
                 ..TestRunOptions::new()
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
-        r.duration
+        (r.duration, outcome(&r, data_out).verdict)
     }
 }
 

@@ -1,13 +1,16 @@
 //! The datapath's cost per path, in isolation: each TC path run through
 //! `BPF_PROG_TEST_RUN` on one fixed packet and map state, timed by the
-//! kernel around the program runs alone. `ns/pkt` in the run tables mixes
+//! kernel around the program run alone. `ns/pkt` in the run tables mixes
 //! every path a workload takes (and what the machine does meanwhile);
 //! these figures take them apart.
 //!
-//! A path that changes its own state (the first-segment decision removes
-//! the arm) runs once per `BPF_PROG_TEST_RUN` with the maps set up afresh
-//! in between; a single run's time includes the test-run timer's own share,
-//! shown by the region segment timed the same way.
+//! Every figure is the median of single runs, each checked for the
+//! verdict of its path, and the splice counters checked to have grown by
+//! one per run: a repeated test run hands each repetition the skb the one
+//! before rewrote, so after the first it would time a packet no flow
+//! knows. A single run's time includes the test-run timer's own share:
+//! the first row, a frame the datapath leaves to the stack at once, is
+//! that floor.
 
 use std::{
     net::{Ipv4Addr, SocketAddrV4},
@@ -16,13 +19,15 @@ use std::{
 
 use anyhow::{Context as _, Result};
 use distributor_common::{
-    flow::{Arm, BackendFlow, ClientFlow, event, flags as fl, state},
+    flow::{Arm, BackendFlow, ClientFlow, counter, event, flags as fl, state},
     splice::{
         seq::{Region, Shift},
         timestamps::TsMap,
     },
 };
-use distributor_tests::progtest::{Datapath, Hook, Segment, TC_ACT_REDIRECT, flow_key, opt};
+use distributor_tests::progtest::{
+    Datapath, Hook, Segment, TC_ACT_OK, TC_ACT_REDIRECT, flow_key, opt,
+};
 use serde_json::{Value, json};
 
 const CLIENT: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 2), 40_000);
@@ -41,9 +46,8 @@ Date: Mon, 23 Nov 2026 19:40:21 GMT\r\nContent-Type: application/octet-stream\r\
 Content-Length: 1024\r\nLast-Modified: Mon, 23 Nov 2026 19:40:00 GMT\r\n\
 Connection: keep-alive\r\nETag: \"6741f0e0-400\"\r\nX-Backend: b1\r\nAccept-Ranges: bytes\r\n\r\n";
 
-/// Runs per figure: repeated runs, and single runs.
-const REPEAT: u32 = 20_000;
-const SINGLE: usize = 1_000;
+/// Single runs per figure.
+const RUNS: usize = 1_001;
 
 /// One path's cost.
 #[derive(Debug, Clone)]
@@ -133,31 +137,56 @@ fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-/// The median of single runs of `hook` on `frame`, `setup` before each.
+/// The median of [`RUNS`] single runs of `hook` on `frame`, `setup`
+/// before each; every run must give `verdict`, and splice counter
+/// `grows` (if any) must grow by one per run.
 fn single_runs(
     dp: &mut Datapath,
     hook: Hook,
     frame: &[u8],
+    (verdict, grows): (i32, Option<u32>),
     mut setup: impl FnMut(&mut Datapath),
-) -> f64 {
-    let mut times: Vec<Duration> = (0..SINGLE)
-        .map(|_| {
-            setup(dp);
-            dp.time(hook, frame, 1)
-        })
-        .collect();
+) -> Result<f64> {
+    let count = |dp: &mut Datapath| grows.map(|c| dp.counters()[c as usize]);
+    let before = count(dp);
+    let mut times = Vec::with_capacity(RUNS);
+    for _ in 0..RUNS {
+        setup(dp);
+        let (time, v) = dp.time(hook, frame);
+        anyhow::ensure!(v == verdict, "verdict {v}, not {verdict}");
+        times.push(time);
+    }
+    if let (Some(before), Some(after), Some(c)) = (before, count(dp), grows) {
+        anyhow::ensure!(
+            after - before == RUNS as u64,
+            "counter {} grew by {} in {RUNS} runs",
+            counter::name(c),
+            after - before
+        );
+    }
     times.sort_unstable();
-    ns(times[SINGLE / 2])
+    Ok(ns(times[RUNS / 2]))
 }
 
 fn measure_here() -> Result<Vec<PathCost>> {
     let mut dp = Datapath::load();
     let mut out = Vec::new();
-    let repeated = |dp: &Datapath, path: &str, hook: Hook, frame: &[u8]| PathCost {
-        path: path.to_owned(),
-        how: "repeated runs, mean",
-        runs: u64::from(REPEAT),
-        ns_per_run: ns(dp.time(hook, frame, REPEAT)),
+    let mut timed = |dp: &mut Datapath,
+                     path: &str,
+                     hook: Hook,
+                     frame: &[u8],
+                     expect: (i32, Option<u32>),
+                     setup: &mut dyn FnMut(&mut Datapath)|
+     -> Result<()> {
+        let ns_per_run = single_runs(dp, hook, frame, expect, setup)
+            .with_context(|| format!("timing {path:?}"))?;
+        out.push(PathCost {
+            path: path.to_owned(),
+            how: "single runs, median",
+            runs: RUNS as u64,
+            ns_per_run,
+        });
+        Ok(())
     };
     let splicing = |dp: &mut Datapath| {
         dp.reset();
@@ -165,6 +194,20 @@ fn measure_here() -> Result<Vec<PathCost>> {
         dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::SPLICING));
     };
     splicing(&mut dp);
+    // An ARP request: no IPv4, left to the stack after the count.
+    let mut arp = vec![0xff_u8; 6];
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
+    arp.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
+    arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 198, 51, 100, 2]);
+    arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 203, 0, 113, 1]);
+    timed(
+        &mut dp,
+        "a frame left to the stack at once (ARP): the timer's share, the count",
+        Hook::Ingress,
+        &arp,
+        (TC_ACT_OK, None),
+        &mut |_| {},
+    )?;
     let data = Segment::new(BACKEND, GATEWAY)
         .seq(1_002_896)
         .ack(7000)
@@ -172,53 +215,48 @@ fn measure_here() -> Result<Vec<PathCost>> {
         .options(opt::ts(200_150, 9000))
         .payload(&[b'x'; 1448])
         .frame();
-    // Each figure times the path it names: the verdict shows it.
-    let verdict = dp.run(Hook::Ingress, &data, 0).verdict;
-    anyhow::ensure!(
-        verdict == TC_ACT_REDIRECT,
-        "region segment not spliced: {verdict}"
-    );
-    out.push(repeated(
-        &dp,
+    timed(
+        &mut dp,
         "region data segment, 1448 bytes, TS: spliced to the client",
         Hook::Ingress,
         &data,
-    ));
+        (TC_ACT_REDIRECT, Some(counter::SEGMENTS)),
+        &mut |_| {},
+    )?;
     let ack = Segment::new(CLIENT, VIP)
         .seq(0x1111_2222)
         .ack(5_004_344)
         .window(0x100)
         .options(opt::ts(88, 500_100))
         .frame();
-    let verdict = dp.run(Hook::Ingress, &ack, 0).verdict;
-    anyhow::ensure!(
-        verdict == TC_ACT_REDIRECT,
-        "client ACK not sent on: {verdict}"
-    );
-    out.push(repeated(
-        &dp,
+    timed(
+        &mut dp,
         "client ACK of region bytes: to the backend",
         Hook::Ingress,
         &ack,
-    ));
+        (TC_ACT_REDIRECT, Some(counter::ACKS)),
+        &mut |_| {},
+    )?;
     let s_ack = Segment::new(GATEWAY, BACKEND)
         .seq(7000)
         .ack(1_000_000)
         .window(0x100)
         .options(opt::ts(9001, 200_000))
         .frame();
-    out.push(repeated(
-        &dp,
+    // No counter for this one: its output shows the translation.
+    let translated = dp.run(Hook::Egress, &s_ack, 0).frame;
+    anyhow::ensure!(
+        translated.len() == s_ack.len() && translated != s_ack,
+        "S's ACK left untranslated"
+    );
+    timed(
+        &mut dp,
         "S's ACK during a region: egress, numbers translated",
         Hook::Egress,
         &s_ack,
-    ));
-    out.push(PathCost {
-        path: "region data segment, as above".to_owned(),
-        how: "single runs, median",
-        runs: SINGLE as u64,
-        ns_per_run: single_runs(&mut dp, Hook::Ingress, &data, |_| {}),
-    });
+        (TC_ACT_OK, None),
+        &mut |_| {},
+    )?;
     let mut payload = NGINX_HEAD.to_vec();
     payload.extend_from_slice(&[b'y'; 1024]);
     let first = Segment::new(BACKEND, GATEWAY)
@@ -228,34 +266,38 @@ fn measure_here() -> Result<Vec<PathCost>> {
         .options(opt::ts(200_000, 9000))
         .payload(&payload)
         .frame();
-    let ns_decide = single_runs(&mut dp, Hook::Ingress, &first, |dp| {
-        dp.reset();
-        dp.set_client(flow_key(CLIENT, VIP), client(state::IDLE));
-        dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::IDLE));
-        dp.set_arm(
-            flow_key(BACKEND, GATEWAY),
-            Arm {
-                id: 1,
-                client: flow_key(CLIENT, VIP),
-                c0: REGION.c0,
-                s0: REGION.s0,
-                c_ack: 0x1111_2222,
-                c_window: 0x1f5,
-                request: 0,
-                wake: 0,
-                client_mss: 1448,
-            },
-        );
-    });
-    out.push(PathCost {
-        path: format!(
+    // The decision removes the arm: the maps are set up afresh before
+    // each run (which zeroes the counters; the events of the last run
+    // show the decision).
+    timed(
+        &mut dp,
+        &format!(
             "first segment of a 1 KiB response ({}-byte head): decided and spliced",
             NGINX_HEAD.len()
         ),
-        how: "single runs, median",
-        runs: SINGLE as u64,
-        ns_per_run: ns_decide,
-    });
+        Hook::Ingress,
+        &first,
+        (TC_ACT_REDIRECT, None),
+        &mut |dp| {
+            dp.reset();
+            dp.set_client(flow_key(CLIENT, VIP), client(state::IDLE));
+            dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::IDLE));
+            dp.set_arm(
+                flow_key(BACKEND, GATEWAY),
+                Arm {
+                    id: 1,
+                    client: flow_key(CLIENT, VIP),
+                    c0: REGION.c0,
+                    s0: REGION.s0,
+                    c_ack: 0x1111_2222,
+                    c_window: 0x1f5,
+                    request: 0,
+                    wake: 0,
+                    client_mss: 1448,
+                },
+            );
+        },
+    )?;
     let events = dp.take_events();
     anyhow::ensure!(
         !events.is_empty() && events.iter().all(|e| e.kind == event::SPLICE),

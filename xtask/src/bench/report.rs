@@ -465,8 +465,9 @@ fn paths_markdown(paths: &[PathCost]) -> String {
          Each TC path run through `BPF_PROG_TEST_RUN` on one fixed packet and map state \
          (`xtask/src/bench/paths.rs`), timed by the kernel around the program runs: no \
          other path, no transmit, no wake-up of the control plane mixed in, unlike \
-         ns/pkt above. A single run's time includes the test-run timer's own share (the \
-         region segment timed that way shows it).\n\n\
+         ns/pkt above. Single runs, each checked for its path's verdict (a repeated test \
+         run would hand each repetition the packet the one before rewrote); a run's time \
+         includes the test-run timer's own share: the first row is that floor.\n\n\
          | path | timed as | runs | ns/run |\n|---|---|---|---|\n",
     );
     for p in paths {
