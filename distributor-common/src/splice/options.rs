@@ -407,11 +407,30 @@ pub fn set_timestamps(
     if buf.get(at) != Some(&KIND_TIMESTAMPS) || buf.get(at + 1) != Some(&10) {
         return None;
     }
+    if at == 2 {
+        // Linux's layout (NOP NOP TS, the only one the datapath meets):
+        // both values sit on checksum word boundaries at constant offsets,
+        // so each is written and summed as one 32-bit field (the general
+        // path below runs a byte loop over the whole area).
+        return Some(replace_u32_at::<4>(buf, tsval).merge(replace_u32_at::<8>(buf, tsecr)));
+    }
     let mut bytes = [0_u8; 8];
     let (v, e) = bytes.split_at_mut(4);
     v.copy_from_slice(&tsval.to_be_bytes());
     e.copy_from_slice(&tsecr.to_be_bytes());
     write_with_delta(buf, at + 2, &bytes)
+}
+
+/// Writes `value` (host order) as the 32-bit big-endian field at `AT`, an
+/// even offset (a checksum word boundary: the area starts at the TCP
+/// header's byte 20); returns the checksum change.
+#[inline(always)]
+fn replace_u32_at<const AT: usize>(buf: &mut [u8; MAX_LEN], value: u32) -> Delta {
+    const { assert!(AT.is_multiple_of(2) && AT + 4 <= MAX_LEN) };
+    let old = u32::from_be_bytes([buf[AT], buf[AT + 1], buf[AT + 2], buf[AT + 3]]);
+    let [a, b, c, d] = value.to_be_bytes();
+    (buf[AT], buf[AT + 1], buf[AT + 2], buf[AT + 3]) = (a, b, c, d);
+    Delta::new().replace32(old, value)
 }
 
 /// Replaces the SACK option found by [`parse`] with `blocks` (host order;
