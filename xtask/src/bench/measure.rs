@@ -273,11 +273,22 @@ const VIP_FREE_TIMEOUT: Duration = Duration::from_secs(10);
 /// earlier run would share the port (`SO_REUSEPORT`) with the next
 /// contender, take part of its traffic unseen, and stop nginx (which does
 /// not use `SO_REUSEPORT`) from binding at all.
+///
+/// Then resets the connections the earlier contender left on the port
+/// (`ss -K`): once it has exited they belong to no process, but one still
+/// closing (FIN-WAIT-1 toward a reader that went away retries for
+/// minutes) keeps the port's bind bucket, and a listener that does not
+/// share it the way theirs did cannot bind (nginx: `EADDRINUSE`, seen
+/// once in 273 runs). TIME-WAIT sockets block no one and stay.
 fn vip_port_free(bed: &Testbed) -> Result<()> {
     let start = Instant::now();
     loop {
-        let listeners = vip_ss(bed, "-Hltnp")?;
+        let listeners = vip_ss(bed, &["-Hltnp"])?;
         if listeners.trim().is_empty() {
+            vip_ss(
+                bed,
+                &["-HtnK", "state", "connected", "exclude", "time-wait"],
+            )?;
             return Ok(());
         }
         anyhow::ensure!(
@@ -290,17 +301,17 @@ fn vip_port_free(bed: &Testbed) -> Result<()> {
 }
 
 /// `ss <options>` in the gateway, for the virtual IP's port 80.
-fn vip_ss(bed: &Testbed, options: &str) -> Result<String> {
+fn vip_ss(bed: &Testbed, options: &[&str]) -> Result<String> {
     let filter = format!("( src {VIP} and sport = :80 )");
-    bed.gateway
-        .run("ss", &[options, &filter])
-        .context("ss in the gateway")
+    let mut args = options.to_vec();
+    args.push(&filter);
+    bed.gateway.run("ss", &args).context("ss in the gateway")
 }
 
 /// The gateway's sockets on the virtual IP's port 80, counted by state,
 /// with the processes holding them: why a contender could not bind.
 fn vip_sockets(bed: &Testbed) -> String {
-    let out = match vip_ss(bed, "-Htanp") {
+    let out = match vip_ss(bed, &["-Htanp"]) {
         Ok(out) => out,
         Err(e) => return format!("ss failed: {e:#}"),
     };
