@@ -772,6 +772,17 @@ impl Datapath {
             assert_eq!(mark, 0, "an XDP run has no mark");
             return self.run_xdp(frame);
         }
+        self.run_classifier(hook, frame, mark).0
+    }
+
+    /// A TC run of `hook` on `frame` with `skb->mark = mark` (see
+    /// [`Datapath::run`]): its outcome and the kernel's time for it.
+    fn run_classifier(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        mark: u32,
+    ) -> (Outcome, std::time::Duration) {
         let name = hook.program();
         let prog: &SchedClassifier = self
             .ebpf
@@ -792,14 +803,15 @@ impl Datapath {
                 ..TestRunOptions::new()
             })
             .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
-        Outcome {
+        let outcome = Outcome {
             mark: u32::from_ne_bytes(
                 ctx_out[SKB_CTX_MARK..SKB_CTX_MARK + 4]
                     .try_into()
                     .expect("4 bytes"),
             ),
             ..outcome(&r, data_out)
-        }
+        };
+        (outcome, r.duration)
     }
 
     fn run_xdp(&self, frame: &[u8]) -> Outcome {
@@ -848,22 +860,8 @@ impl Datapath {
     /// times the pass-through of a packet no flow knows.
     #[must_use]
     pub fn time(&self, hook: Hook, frame: &[u8]) -> (std::time::Duration, i32) {
-        let name = hook.program();
-        let prog: &SchedClassifier = self
-            .ebpf
-            .program(name)
-            .unwrap_or_else(|| panic!("no program {name}"))
-            .try_into()
-            .unwrap_or_else(|e| panic!("{name} is not a classifier: {e}"));
-        let mut data_out = vec![0_u8; frame.len() + 256];
-        let r = prog
-            .test_run(TestRunOptions {
-                data_in: Some(frame),
-                data_out: Some(&mut data_out),
-                ..TestRunOptions::new()
-            })
-            .unwrap_or_else(|e| panic!("BPF_PROG_TEST_RUN of {name}: {e:?}"));
-        (r.duration, outcome(&r, data_out).verdict)
+        let (outcome, time) = self.run_classifier(hook, frame, 0);
+        (time, outcome.verdict)
     }
 }
 

@@ -152,6 +152,36 @@ enum Decision {
     Broken(String),
 }
 
+impl Decision {
+    /// The exchange this decision ends on `conn` (its first-byte time
+    /// recorded from `t0` if none was), or `Err(conn)`: relayed, the
+    /// response head is read from S as usual.
+    fn into_exchange(
+        self,
+        conn: BackendConn,
+        rec: &mut RequestRecord,
+        t0: Instant,
+    ) -> Result<Exchange, BackendConn> {
+        match self {
+            Self::Spliced {
+                status,
+                len,
+                reusable,
+            } => {
+                rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
+                Ok(Exchange::Spliced {
+                    conn,
+                    status,
+                    len,
+                    reusable,
+                })
+            }
+            Self::Broken(why) => Ok(Exchange::Broken(why)),
+            Self::Relay => Err(conn),
+        }
+    }
+}
+
 impl Client<'_> {
     async fn one_request(&mut self) -> Next {
         let t0 = Instant::now();
@@ -466,19 +496,15 @@ impl Client<'_> {
                     Ok(ev) => ev,
                     Err(why) => return Exchange::Broken(why),
                 };
-                match self.decided(&conn, a, ev, rec).await {
-                    Decision::Spliced { status, len, .. } => {
-                        rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
-                        return Exchange::Spliced {
-                            conn,
-                            status,
-                            len,
-                            reusable: false,
-                        };
-                    }
-                    Decision::Broken(why) => return Exchange::Broken(why),
-                    Decision::Relay => {}
+                let mut decision = self.decided(&conn, a, ev, rec).await;
+                // The request never went whole: S cannot serve another.
+                if let Decision::Spliced { reusable, .. } = &mut decision {
+                    *reusable = false;
                 }
+                conn = match decision.into_exchange(conn, rec, t0) {
+                    Ok(done) => return done,
+                    Err(conn) => conn,
+                };
             }
             match sent {
                 Ok(Ok(())) => {}
@@ -489,24 +515,11 @@ impl Client<'_> {
                 Err(_) => return Exchange::Fail(Reject::close(504, "backend not reading")),
             }
             if let Some(a) = armed.as_mut() {
-                match self.await_decision(&conn, a, rec).await {
-                    Decision::Spliced {
-                        status,
-                        len,
-                        reusable,
-                    } => {
-                        rec.t_first_byte_ms.get_or_insert(ms(t0.elapsed()));
-                        drop(armed);
-                        return Exchange::Spliced {
-                            conn,
-                            status,
-                            len,
-                            reusable,
-                        };
-                    }
-                    Decision::Broken(why) => return Exchange::Broken(why),
-                    Decision::Relay => {}
-                }
+                let decision = self.await_decision(&conn, a, rec).await;
+                conn = match decision.into_exchange(conn, rec, t0) {
+                    Ok(done) => return done,
+                    Err(conn) => conn,
+                };
             }
             match read_response_head(&mut conn, t.response_head, &self.shared.limits).await {
                 Ok((head, after_head)) => {

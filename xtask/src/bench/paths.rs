@@ -137,77 +137,63 @@ fn ns(d: Duration) -> f64 {
     d.as_secs_f64() * 1e9
 }
 
-/// The median of [`RUNS`] single runs of `hook` on `frame`, `setup`
-/// before each; every run must give `verdict`, and splice counter
-/// `grows` (if any) must grow by one per run.
-fn single_runs(
+/// `path`, timed: the median of [`RUNS`] single runs of `hook` on
+/// `frame`, `setup` before each; every run must give `verdict`, and
+/// splice counter `grows` (if any) must grow by one per run.
+fn timed(
     dp: &mut Datapath,
+    path: &str,
     hook: Hook,
     frame: &[u8],
     (verdict, grows): (i32, Option<u32>),
     mut setup: impl FnMut(&mut Datapath),
-) -> Result<f64> {
+) -> Result<PathCost> {
     let count = |dp: &mut Datapath| grows.map(|c| dp.counters()[c as usize]);
     let before = count(dp);
     let mut times = Vec::with_capacity(RUNS);
     for _ in 0..RUNS {
         setup(dp);
         let (time, v) = dp.time(hook, frame);
-        anyhow::ensure!(v == verdict, "verdict {v}, not {verdict}");
+        anyhow::ensure!(v == verdict, "{path}: verdict {v}, not {verdict}");
         times.push(time);
     }
     if let (Some(before), Some(after), Some(c)) = (before, count(dp), grows) {
         anyhow::ensure!(
             after - before == RUNS as u64,
-            "counter {} grew by {} in {RUNS} runs",
+            "{path}: counter {} grew by {} in {RUNS} runs",
             counter::name(c),
             after - before
         );
     }
     times.sort_unstable();
-    Ok(ns(times[RUNS / 2]))
+    Ok(PathCost {
+        path: path.to_owned(),
+        how: "single runs, median",
+        runs: RUNS as u64,
+        ns_per_run: ns(times[RUNS / 2]),
+    })
 }
 
 fn measure_here() -> Result<Vec<PathCost>> {
     let mut dp = Datapath::load();
     let mut out = Vec::new();
-    let mut timed = |dp: &mut Datapath,
-                     path: &str,
-                     hook: Hook,
-                     frame: &[u8],
-                     expect: (i32, Option<u32>),
-                     setup: &mut dyn FnMut(&mut Datapath)|
-     -> Result<()> {
-        let ns_per_run = single_runs(dp, hook, frame, expect, setup)
-            .with_context(|| format!("timing {path:?}"))?;
-        out.push(PathCost {
-            path: path.to_owned(),
-            how: "single runs, median",
-            runs: RUNS as u64,
-            ns_per_run,
-        });
-        Ok(())
-    };
-    let splicing = |dp: &mut Datapath| {
-        dp.reset();
-        dp.set_client(flow_key(CLIENT, VIP), client(state::SPLICING));
-        dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::SPLICING));
-    };
-    splicing(&mut dp);
+    dp.reset();
+    dp.set_client(flow_key(CLIENT, VIP), client(state::SPLICING));
+    dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::SPLICING));
     // An ARP request: no IPv4, left to the stack after the count.
     let mut arp = vec![0xff_u8; 6];
     arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 0x08, 0x06]);
     arp.extend_from_slice(&[0, 1, 0x08, 0, 6, 4, 0, 1]);
     arp.extend_from_slice(&[0x02, 0, 0, 0, 0, 1, 198, 51, 100, 2]);
     arp.extend_from_slice(&[0, 0, 0, 0, 0, 0, 203, 0, 113, 1]);
-    timed(
+    out.push(timed(
         &mut dp,
         "a frame left to the stack at once (ARP): the timer's share, the count",
         Hook::Ingress,
         &arp,
         (TC_ACT_OK, None),
-        &mut |_| {},
-    )?;
+        |_| {},
+    )?);
     let data = Segment::new(BACKEND, GATEWAY)
         .seq(1_002_896)
         .ack(7000)
@@ -215,28 +201,28 @@ fn measure_here() -> Result<Vec<PathCost>> {
         .options(opt::ts(200_150, 9000))
         .payload(&[b'x'; 1448])
         .frame();
-    timed(
+    out.push(timed(
         &mut dp,
         "region data segment, 1448 bytes, TS: spliced to the client",
         Hook::Ingress,
         &data,
         (TC_ACT_REDIRECT, Some(counter::SEGMENTS)),
-        &mut |_| {},
-    )?;
+        |_| {},
+    )?);
     let ack = Segment::new(CLIENT, VIP)
         .seq(0x1111_2222)
         .ack(5_004_344)
         .window(0x100)
         .options(opt::ts(88, 500_100))
         .frame();
-    timed(
+    out.push(timed(
         &mut dp,
         "client ACK of region bytes: to the backend",
         Hook::Ingress,
         &ack,
         (TC_ACT_REDIRECT, Some(counter::ACKS)),
-        &mut |_| {},
-    )?;
+        |_| {},
+    )?);
     let s_ack = Segment::new(GATEWAY, BACKEND)
         .seq(7000)
         .ack(1_000_000)
@@ -249,14 +235,14 @@ fn measure_here() -> Result<Vec<PathCost>> {
         translated.len() == s_ack.len() && translated != s_ack,
         "S's ACK left untranslated"
     );
-    timed(
+    out.push(timed(
         &mut dp,
         "S's ACK during a region: egress, numbers translated",
         Hook::Egress,
         &s_ack,
         (TC_ACT_OK, None),
-        &mut |_| {},
-    )?;
+        |_| {},
+    )?);
     let mut payload = NGINX_HEAD.to_vec();
     payload.extend_from_slice(&[b'y'; 1024]);
     let first = Segment::new(BACKEND, GATEWAY)
@@ -269,7 +255,7 @@ fn measure_here() -> Result<Vec<PathCost>> {
     // The decision removes the arm: the maps are set up afresh before
     // each run (which zeroes the counters; the events of the last run
     // show the decision).
-    timed(
+    out.push(timed(
         &mut dp,
         &format!(
             "first segment of a 1 KiB response ({}-byte head): decided and spliced",
@@ -278,7 +264,7 @@ fn measure_here() -> Result<Vec<PathCost>> {
         Hook::Ingress,
         &first,
         (TC_ACT_REDIRECT, None),
-        &mut |dp| {
+        |dp| {
             dp.reset();
             dp.set_client(flow_key(CLIENT, VIP), client(state::IDLE));
             dp.set_backend(flow_key(BACKEND, GATEWAY), backend(state::IDLE));
@@ -297,7 +283,7 @@ fn measure_here() -> Result<Vec<PathCost>> {
                 },
             );
         },
-    )?;
+    )?);
     let events = dp.take_events();
     anyhow::ensure!(
         !events.is_empty() && events.iter().all(|e| e.kind == event::SPLICE),
