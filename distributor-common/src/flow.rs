@@ -217,7 +217,12 @@ pub struct BackendFlow {
     /// S's own window scale (how the backend reads S's window field).
     pub s_wscale: u8,
     /// Explicit padding.
-    pub pad: [u8; 3],
+    pub pad: u8,
+    /// The window field (S's scale) last offered to the backend on the
+    /// client's behalf: set when S's request goes out under an arm, and by
+    /// every translated client ACK. While a region is in flight, S's own
+    /// segments offer no more (S's receive window is not the client's).
+    pub client_window: u16,
     /// The highest acknowledgement of S's bytes the backend sent that S
     /// has been given (valid with [`flags::S_ACKED`]).
     pub s_acked: u32,
@@ -251,8 +256,14 @@ pub struct Arm {
     /// The largest payload the client accepts (C's send MSS): a response
     /// is spliced only if the backend's segments fit.
     pub client_mss: u32,
+    /// The bytes the client's window leaves for the response (C's send
+    /// window less what C has in flight): S's request offers the backend no
+    /// more, nor more than [`crate::splice::window::slow_start_cap`].
+    pub client_window: u32,
+    /// Explicit padding.
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<Arm>() == 40);
+const _: () = assert!(size_of::<Arm>() == 48);
 
 /// Event kinds ([`Event::kind`]).
 pub mod event {

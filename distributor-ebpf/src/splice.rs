@@ -658,7 +658,7 @@ pub fn egress(ctx: &TcContext) -> Result<i32, ()> {
     }
     if let Some(b) = FLOWS_S.get_ptr_mut(key) {
         // SAFETY: as above.
-        return Ok(backend_out(&p, unsafe { &mut *b }));
+        return Ok(backend_out(&p, &key, unsafe { &mut *b }));
     }
     Ok(TC_ACT_OK)
 }
@@ -1184,7 +1184,13 @@ fn try_ack_to_backend(
         let out = sack::to_backend(region, blocks.as_slice());
         opts.write_sack(s, &out);
     }
-    let win = window::rescale(seg.window, c.client_wscale, b.s_wscale);
+    let win = window::capped(
+        seg.window,
+        c.client_wscale,
+        window::slow_start_cap(window::acked(c.bytes_spliced, c.sent_end, seg.ack)),
+        b.s_wscale,
+    );
+    b.client_window = win;
     opts.store_retargeted(
         ctx,
         seg,
@@ -1260,13 +1266,43 @@ fn try_client_out(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<i32,
 
 /// Socket S -> backend: S's acknowledgement plus the spliced bytes (and,
 /// while a region is in flight, as far as the client has acknowledged).
+/// From the arm to the region's end, the window is the client's (S's own
+/// would let the backend send what the client cannot take).
 #[inline(never)]
-fn backend_out(p: &Pkt, b: &mut BackendFlow) -> i32 {
-    try_backend_out(p.ctx, &p.seg, b).unwrap_or(TC_ACT_SHOT)
+fn backend_out(p: &Pkt, key: &FlowKey, b: &mut BackendFlow) -> i32 {
+    let mut cap = b.state == state::SPLICING;
+    if !cap && let Some(window) = armed_window(key, b.s_wscale) {
+        b.client_window = window;
+        cap = true;
+    }
+    try_backend_out(p.ctx, &p.seg, b, cap).unwrap_or(TC_ACT_SHOT)
+}
+
+/// The window S's segments offer the backend while the response to the
+/// request they carry is armed, in S's scale: what the client's window
+/// leaves for it, and no more than a slow start of the client's connection
+/// (`window::slow_start_cap`). `None` when nothing is armed.
+#[inline(always)]
+fn armed_window(key: &FlowKey, s_wscale: u8) -> Option<u16> {
+    let arm = ARMS.get_ptr(key)?;
+    // SAFETY: a map value, alive while we run.
+    let arm = unsafe { &*arm };
+    let c = FLOWS_C.get_ptr(arm.client)?;
+    // Between regions every byte spliced has been acknowledged (a region
+    // ends when the client acknowledges all of it).
+    // SAFETY: as above.
+    let acked = unsafe { (*c).bytes_spliced };
+    let limit = window::slow_start_cap(acked);
+    let bytes = if arm.client_window < limit {
+        arm.client_window
+    } else {
+        limit
+    };
+    Some(window::encode_window(bytes, s_wscale))
 }
 
 #[inline(always)]
-fn try_backend_out(ctx: &TcContext, seg: &Seg, b: &mut BackendFlow) -> Result<i32, ()> {
+fn try_backend_out(ctx: &TcContext, seg: &Seg, b: &mut BackendFlow, cap: bool) -> Result<i32, ()> {
     let mut end = seg.seq.wrapping_add(seg.payload_len);
     if seg.flags & (TH_SYN | TH_FIN) != 0 {
         end = end.wrapping_add(1);
@@ -1300,6 +1336,9 @@ fn try_backend_out(ctx: &TcContext, seg: &Seg, b: &mut BackendFlow) -> Result<i3
     }
     let mut rw = Rewrite::new();
     rw.u32(ctx, TCP_ACK, seg.ack, ack)?;
+    if cap && b.client_window < seg.window {
+        rw.u16(ctx, TCP_WINDOW, seg.window, b.client_window)?;
+    }
     opts.store(ctx, &mut rw.l4)?;
     rw.finish(ctx)?;
     Ok(TC_ACT_OK)

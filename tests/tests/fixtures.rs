@@ -77,6 +77,11 @@ const S_TS: u32 = 9000;
 const C_ACK: u32 = 0x1111_2222;
 const C_WINDOW: u16 = 0x01F5;
 
+/// Bytes spliced into a client connection whose windows are past the
+/// slow start (`window::slow_start_cap` is then above every window in the
+/// rows): what the backend is offered is the client's window, rescaled.
+const PAST_SLOW_START: u64 = 1 << 24;
+
 fn ckey() -> FlowKey {
     flow_key(CLIENT, VIP)
 }
@@ -133,7 +138,8 @@ fn splicing_backend(region: Region) -> BackendFlow {
         ifindex: 3,
         flags: fl::TIMESTAMPS | fl::SACK | fl::LEARNED | fl::S_ACKED,
         s_wscale: 9,
-        pad: [0; 3],
+        pad: 0,
+        client_window: 0x0080,
         // S's request is acknowledged: the backend's segments in the rows
         // carry `ack = S_SND_NXT`.
         s_acked: S_SND_NXT,
@@ -174,6 +180,8 @@ fn arm(c0: u32, s0: u32) -> Arm {
         request: 0,
         wake: 0,
         client_mss: 1448,
+        client_window: 1 << 20,
+        pad: 0,
     }
 }
 
@@ -452,7 +460,10 @@ fn splice_backend_segment() {
 #[test]
 fn client_ack_to_backend() {
     let mut dp = datapath();
-    let c = splicing_client(R1);
+    let c = ClientFlow {
+        bytes_spliced: PAST_SLOW_START,
+        ..splicing_client(R1)
+    };
     let b = splicing_backend(R1);
     let cw = ClientFlow {
         ts_map: TsMap {
@@ -460,8 +471,11 @@ fn client_ack_to_backend() {
             first: 0xFFFF_FFF0,
         },
         client_wscale: 2,
+        bytes_spliced: PAST_SLOW_START,
         ..splicing_client(RW)
     };
+    // The first response on this client connection: 2896 bytes spliced.
+    let c_new = splicing_client(R1);
     let bw = BackendFlow {
         s_wscale: 0,
         // The backend has been told s0 + 0x10 (just before the wrap).
@@ -542,6 +556,7 @@ fn client_ack_to_backend() {
                 BackendFlow {
                     // max(0xFFFF_FF10, 0x110) in sequence space.
                     acked_end: 0x0000_0110,
+                    client_window: 0x4000,
                     ..bw
                 },
             )],
@@ -609,6 +624,37 @@ fn client_ack_to_backend() {
                 (0x698a, 0x75ea),
             )
         },
+        Fixture {
+            clients: vec![(ckey(), c_new)],
+            backends: vec![(bkey(), b)],
+            clients_after: vec![(ckey(), learned(c_new))],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    client_window: 0x001F,
+                    ..b
+                },
+            )],
+            ..row(
+                "slow start: 2896 bytes spliced into the client connection so far, it \
+                 acknowledges 1448 (c0 + 1448, already the backend's acked_end); it \
+                 offers 0x200 << 7 = 65536, the backend is offered \
+                 min(65536, 14_600 + 1448) >> 9 = 0x1F",
+                Hook::Ingress,
+                Segment::new(CLIENT, VIP)
+                    .seq(0x0123_4567)
+                    .ack(5_001_448)
+                    .window(0x0200)
+                    .options(opt::ts(TS_CLIENT, 500_100)),
+                TC_ACT_REDIRECT,
+                Segment::new(GATEWAY, BACKEND)
+                    .seq(S_SND_NXT)
+                    .ack(1_001_448)
+                    .window(0x001F)
+                    .options(opt::ts(S_TS, 200_100)),
+                (0x698a, 0x9ad3),
+            )
+        },
     ];
     run_table(&mut dp, "ack-to-backend", &rows);
 }
@@ -624,7 +670,10 @@ fn ack_copies() {
     let mut dp = datapath();
     let payload = body(64);
     let request = b"GET /next HTTP/1.1\r\nHost: example\r\n\r\n";
-    let c = splicing_client(R1);
+    let c = ClientFlow {
+        bytes_spliced: PAST_SLOW_START,
+        ..splicing_client(R1)
+    };
     let b = splicing_backend(R1);
     // S has had 4096 bytes of earlier regions spliced past it.
     let bs = BackendFlow {
@@ -679,7 +728,7 @@ fn ack_copies() {
                 ClientFlow {
                     sent_end: 5_002_960,
                     ts_last_sent: 500_150,
-                    bytes_spliced: 2960,
+                    bytes_spliced: PAST_SLOW_START + 64,
                     ..c
                 },
             )],
@@ -840,6 +889,35 @@ fn socket_consistency() {
         flags: fl::TIMESTAMPS | fl::SACK,
         snd_nxt: 0,
         ..idle_backend(0xFFFF_FF00)
+    };
+    // S's request goes out under an arm. The client connection has had
+    // 2896 bytes spliced (its slow start allows 17_496), or many more.
+    let b16 = idle_backend(1000);
+    let a16 = arm(5_000_000, 999_000);
+    let c16 = idle_client(10_000);
+    let c17 = ClientFlow {
+        bytes_spliced: PAST_SLOW_START,
+        ..c16
+    };
+    let a17 = Arm {
+        client_window: 8192,
+        ..a16
+    };
+    let request_under_arm = |window: u16| {
+        Segment::new(GATEWAY, BACKEND)
+            .flags(0x18)
+            .seq(S_SND_NXT)
+            .ack(201_000)
+            .window(window)
+            .options(opt::ts(9300, 200_400))
+            .payload(request)
+    };
+    let after_request = |b: BackendFlow, client_window: u16| BackendFlow {
+        // The request's 37 bytes.
+        snd_nxt: S_SND_NXT + 37,
+        ts_last_sent: 9300,
+        client_window,
+        ..b
     };
     let rows = [
         Fixture {
@@ -1041,7 +1119,8 @@ fn socket_consistency() {
             )],
             ..row(
                 "S -> backend while splicing: ack s0 - shift (S's view) -> acked_end; \
-                 SACK edges + shift 0x100, past s0 + len; snd_nxt and TSval learned",
+                 SACK edges + shift 0x100, past s0 + len; snd_nxt and TSval learned; \
+                 window the client's last offered 0x80, not S's 0x400",
                 Hook::Egress,
                 Segment::new(GATEWAY, BACKEND)
                     .seq(S_SND_NXT)
@@ -1052,9 +1131,9 @@ fn socket_consistency() {
                 Segment::new(GATEWAY, BACKEND)
                     .seq(S_SND_NXT)
                     .ack(1_002_896)
-                    .window(0x0400)
+                    .window(0x0080)
                     .options(opt::ts_sack(9100, 200_300, &[(1_010_100, 1_010_200)])),
-                (0x697e, 0x861c),
+                (0x697e, 0x899c),
             )
         },
         Fixture {
@@ -1086,6 +1165,55 @@ fn socket_consistency() {
                     .window(0x0400)
                     .options(opt::ts(9200, 200_400)),
                 (0x698a, 0xdbf4),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c16)],
+            backends: vec![(bkey(), b16)],
+            arms: vec![(bkey(), a16)],
+            clients_after: vec![(ckey(), c16)],
+            backends_after: vec![(bkey(), after_request(b16, 0x0022))],
+            arms_after: vec![(bkey(), a16)],
+            ..row(
+                "S's request under an arm: ack 200_000 + shift 1000; window S's 0x400 \
+                 -> min(client's 1 MiB, slow start 14_600 + 2896) >> 9 = 0x22",
+                Hook::Egress,
+                request_under_arm(0x0400).ack(200_000),
+                TC_ACT_OK,
+                request_under_arm(0x0022),
+                (0x6965, 0x7d29),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c17)],
+            backends: vec![(bkey(), b16)],
+            arms: vec![(bkey(), a17)],
+            clients_after: vec![(ckey(), c17)],
+            backends_after: vec![(bkey(), after_request(b16, 0x0010))],
+            arms_after: vec![(bkey(), a17)],
+            ..row(
+                "S's request under an arm, past the slow start: the client's window \
+                 leaves 8192 bytes for the response; 8192 >> 9 = 0x10",
+                Hook::Egress,
+                request_under_arm(0x0400).ack(200_000),
+                TC_ACT_OK,
+                request_under_arm(0x0010),
+                (0x6965, 0x7d3b),
+            )
+        },
+        Fixture {
+            backends: vec![(bkey(), b16)],
+            arms: vec![(bkey(), a16)],
+            backends_after: vec![(bkey(), after_request(b16, b16.client_window))],
+            arms_after: vec![(bkey(), a16)],
+            ..row(
+                "S's request under an arm whose client connection is gone: S's own \
+                 window (the response will be relayed)",
+                Hook::Egress,
+                request_under_arm(0x0400).ack(200_000),
+                TC_ACT_OK,
+                request_under_arm(0x0400),
+                (0x6965, 0x794b),
             )
         },
     ];

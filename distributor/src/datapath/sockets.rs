@@ -49,6 +49,9 @@ pub struct Info {
     pub snd_mss: u32,
     /// The window we currently advertise, in bytes.
     pub rcv_wnd: u32,
+    /// The window the peer last advertised, in bytes (`tcpi_snd_wnd`:
+    /// counted from `snd_una`).
+    pub snd_wnd: u32,
     /// Bytes written and not yet sent.
     pub notsent: u32,
     /// `tcpi_state`, one of [`tcp_state`].
@@ -115,6 +118,7 @@ mod off {
     pub const BYTES_ACKED: usize = 120;
     pub const BYTES_RECEIVED: usize = 128;
     pub const NOTSENT: usize = 144;
+    pub const SND_WND: usize = 228;
     pub const RCV_WND: usize = 232;
     /// Enough for every field above (kernel 6.2+ fills `tcpi_rcv_wnd`).
     pub const LEN: usize = 240;
@@ -191,6 +195,7 @@ pub fn info(fd: &impl AsRawFd) -> io::Result<Info> {
         rcv_wscale: wscale >> 4,
         snd_mss: u32_at(&buf, off::SND_MSS),
         rcv_wnd: u32_at(&buf, off::RCV_WND),
+        snd_wnd: u32_at(&buf, off::SND_WND),
         notsent: u32_at(&buf, off::NOTSENT),
         state: buf[0],
         unacked: u32_at(&buf, off::UNACKED),
@@ -292,16 +297,46 @@ mod tests {
         assert_eq!(unsent.seqs(base), (None, 107));
     }
 
+    /// Runs `f` on a thread of its own in a network namespace of its own
+    /// (loopback up, 192.0.2.1 on it), so the test's traffic stays there.
+    fn in_own_netns<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                // SAFETY: no preconditions; CLONE_NEWNET moves this thread only.
+                assert_eq!(unsafe { libc::unshare(libc::CLONE_NEWNET) }, 0, "unshare");
+                for args in [
+                    &["link", "set", "lo", "up"][..],
+                    &["addr", "add", "192.0.2.1/32", "dev", "lo"],
+                ] {
+                    // A child of this thread starts in its namespace.
+                    let status = std::process::Command::new("ip")
+                        .args(args)
+                        .status()
+                        .expect("ip");
+                    assert!(status.success(), "ip {args:?}");
+                }
+                f()
+            })
+            .join()
+            .expect("the test thread")
+        })
+    }
+
     #[test]
     fn repair_mode_reads_sequence_numbers_of_a_live_connection() {
-        // Needs CAP_NET_ADMIN; skipped (passes) without it, as unit tests
-        // also run unprivileged. The netns tests cover the privileged path.
-        use std::io::{Read as _, Write as _};
+        // Needs CAP_NET_ADMIN (repair mode, a namespace); skipped (passes)
+        // without it, as unit tests also run unprivileged. The netns tests
+        // cover the privileged path.
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return;
         }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        in_own_netns(live_connection);
+    }
+
+    fn live_connection() {
+        use std::io::{Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("192.0.2.1:0").expect("bind");
         let mut a =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (mut b, _) = listener.accept().expect("accept");
@@ -342,5 +377,16 @@ mod tests {
         assert_eq!(&back, b"ok");
         let i = info(&a).expect("info");
         assert!(i.snd_mss > 0);
+        // `snd_wnd` is the window b last advertised: what b's own
+        // `rcv_wnd` says, to within one unit of b's window scale.
+        let theirs = info(&b).expect("info b");
+        let unit = 1_u32 << theirs.rcv_wscale;
+        assert!(i.snd_wnd > 0);
+        assert!(
+            i.snd_wnd.abs_diff(theirs.rcv_wnd) < unit,
+            "snd_wnd {} against the peer's rcv_wnd {} (unit {unit})",
+            i.snd_wnd,
+            theirs.rcv_wnd
+        );
     }
 }

@@ -226,6 +226,8 @@ impl Splice {
             snd_nxt: seqs.write_seq,
             s_acked: seqs.write_seq,
             ts_last_sent: sockets::ts_clock(stream)?,
+            // Set before a region starts (see the field); no cap until then.
+            client_window: u16::MAX,
             ..BackendFlow::default()
         };
         lock(&self.flows_s)
@@ -275,6 +277,11 @@ impl Splice {
             request: u8::try_from(request).unwrap_or(0),
             wake: u8::from(wake),
             client_mss: c_info.snd_mss,
+            // What C has in flight is at most `unacked` full segments.
+            client_window: c_info
+                .snd_wnd
+                .saturating_sub(c_info.unacked.saturating_mul(c_info.snd_mss)),
+            pad: 0,
         };
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.waiters).insert(id, tx);

@@ -128,7 +128,8 @@ fn backend(st: u32) -> BackendFlow {
         ifindex: 3,
         flags: fl::TIMESTAMPS | fl::SACK | fl::LEARNED | fl::S_ACKED,
         s_wscale: 9,
-        pad: [0; 3],
+        pad: 0,
+        client_window: u16::MAX,
         s_acked: 7000,
     }
 }
@@ -280,6 +281,8 @@ fn measure_here() -> Result<Vec<PathCost>> {
                     request: 0,
                     wake: 0,
                     client_mss: 1448,
+                    client_window: 1 << 20,
+                    pad: 0,
                 },
             );
         },
