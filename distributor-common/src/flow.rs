@@ -171,8 +171,10 @@ pub struct ClientFlow {
     pub client_wscale: u8,
     /// C's own window scale (how the client reads C's window field).
     pub c_wscale: u8,
-    /// Explicit padding.
-    pub pad: u32,
+    /// C's own bytes the client had acknowledged when the region in flight
+    /// was armed (saturating): with `bytes_spliced`, what the client's path
+    /// has carried, the base of the slow start offered to the backend.
+    pub c_acked: u32,
 }
 const _: () = assert!(size_of::<ClientFlow>() == 96);
 
@@ -258,10 +260,11 @@ pub struct Arm {
     pub client_mss: u32,
     /// The bytes the client's window leaves for the response (C's send
     /// window less what C has in flight): S's request offers the backend no
-    /// more, nor more than [`crate::splice::window::slow_start_cap`].
+    /// more (see [`crate::splice::window::armed_offer`]).
     pub client_window: u32,
-    /// Explicit padding.
-    pub pad: u32,
+    /// C's own bytes the client has acknowledged (`tcpi_bytes_acked`,
+    /// saturating): [`ClientFlow::c_acked`] once the region starts.
+    pub c_acked: u32,
 }
 const _: () = assert!(size_of::<Arm>() == 48);
 

@@ -969,6 +969,7 @@ fn try_decide(
     } else {
         c.c_ack = seq_max(c.c_ack, arm.c_ack);
     }
+    c.c_acked = arm.c_acked;
     if let Some(ts) = opts.parsed.timestamps() {
         c.ts_map = TsMap::continuing(c.ts_last_sent, ts.tsval);
     }
@@ -1187,7 +1188,9 @@ fn try_ack_to_backend(
     let win = window::capped(
         seg.window,
         c.client_wscale,
-        window::slow_start_cap(window::acked(c.bytes_spliced, c.sent_end, seg.ack)),
+        window::slow_start_cap(
+            window::acked(c.bytes_spliced, c.sent_end, seg.ack) + u64::from(c.c_acked),
+        ),
         b.s_wscale,
     );
     b.client_window = win;
@@ -1279,9 +1282,9 @@ fn backend_out(p: &Pkt, key: &FlowKey, b: &mut BackendFlow) -> i32 {
 }
 
 /// The window S's segments offer the backend while the response to the
-/// request they carry is armed, in S's scale: what the client's window
-/// leaves for it, and no more than a slow start of the client's connection
-/// (`window::slow_start_cap`). `None` when nothing is armed.
+/// request they carry is armed, in S's scale (`window::armed_offer`: the
+/// client's window, a slow start of the client's path). `None` when
+/// nothing is armed.
 #[inline(always)]
 fn armed_window(key: &FlowKey, s_wscale: u8) -> Option<u16> {
     let arm = ARMS.get_ptr(key)?;
@@ -1291,14 +1294,9 @@ fn armed_window(key: &FlowKey, s_wscale: u8) -> Option<u16> {
     // Between regions every byte spliced has been acknowledged (a region
     // ends when the client acknowledges all of it).
     // SAFETY: as above.
-    let acked = unsafe { (*c).bytes_spliced };
-    let limit = window::slow_start_cap(acked);
-    let bytes = if arm.client_window < limit {
-        arm.client_window
-    } else {
-        limit
-    };
-    Some(window::encode_window(bytes, s_wscale))
+    let acked = unsafe { (*c).bytes_spliced } + u64::from(arm.c_acked);
+    let bytes = window::armed_offer(arm.client_window, acked);
+    Some(window::encode_open(bytes, s_wscale))
 }
 
 #[inline(always)]

@@ -118,7 +118,7 @@ fn splicing_client(region: Region) -> ClientFlow {
         c_window: C_WINDOW,
         client_wscale: 7,
         c_wscale: 9,
-        pad: 0,
+        c_acked: 0,
     }
 }
 
@@ -181,7 +181,7 @@ fn arm(c0: u32, s0: u32) -> Arm {
         wake: 0,
         client_mss: 1448,
         client_window: 1 << 20,
-        pad: 0,
+        c_acked: 0,
     }
 }
 
@@ -900,7 +900,17 @@ fn socket_consistency() {
         ..c16
     };
     let a17 = Arm {
-        client_window: 8192,
+        client_window: 20_000,
+        ..a16
+    };
+    // The client's window was closed when the control plane armed.
+    let a18 = Arm {
+        client_window: 0,
+        ..a16
+    };
+    // 1 MiB went through C (relayed) before.
+    let a19 = Arm {
+        c_acked: 1 << 20,
         ..a16
     };
     let request_under_arm = |window: u16| {
@@ -1189,16 +1199,52 @@ fn socket_consistency() {
             backends: vec![(bkey(), b16)],
             arms: vec![(bkey(), a17)],
             clients_after: vec![(ckey(), c17)],
-            backends_after: vec![(bkey(), after_request(b16, 0x0010))],
+            backends_after: vec![(bkey(), after_request(b16, 0x0027))],
             arms_after: vec![(bkey(), a17)],
             ..row(
                 "S's request under an arm, past the slow start: the client's window \
-                 leaves 8192 bytes for the response; 8192 >> 9 = 0x10",
+                 leaves 20_000 bytes for the response; 20_000 >> 9 = 0x27",
                 Hook::Egress,
                 request_under_arm(0x0400).ack(200_000),
                 TC_ACT_OK,
-                request_under_arm(0x0010),
-                (0x6965, 0x7d3b),
+                request_under_arm(0x0027),
+                (0x6965, 0x7d24),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c16)],
+            backends: vec![(bkey(), b16)],
+            arms: vec![(bkey(), a18)],
+            clients_after: vec![(ckey(), c16)],
+            backends_after: vec![(bkey(), after_request(b16, 0x001C))],
+            arms_after: vec![(bkey(), a18)],
+            ..row(
+                "S's request under an arm, the client's window closed when armed: the \
+                 initial window, 14_600 >> 9 = 0x1C (nothing would reopen a window \
+                 closed before the region starts)",
+                Hook::Egress,
+                request_under_arm(0x0400).ack(200_000),
+                TC_ACT_OK,
+                request_under_arm(0x001C),
+                (0x6965, 0x7d2f),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c16)],
+            backends: vec![(bkey(), b16)],
+            arms: vec![(bkey(), a19)],
+            clients_after: vec![(ckey(), c16)],
+            backends_after: vec![(bkey(), after_request(b16, 0x0800))],
+            arms_after: vec![(bkey(), a19)],
+            ..row(
+                "S's request under an arm after 1 MiB relayed through C: the slow start \
+                 counts it; min(client's 1 MiB, 14_600 + 2896 + 1 MiB) >> 9 = 0x800, \
+                 more than S's own 0x400, which stays",
+                Hook::Egress,
+                request_under_arm(0x0400).ack(200_000),
+                TC_ACT_OK,
+                request_under_arm(0x0400),
+                (0x6965, 0x794b),
             )
         },
         Fixture {
@@ -1268,7 +1314,13 @@ fn first_segment_decides() {
         Fixture {
             clients: vec![(ckey(), cw)],
             backends: vec![(bkey(), bw)],
-            arms: vec![(bkey(), arm(0x0000_0100, 0xFFFF_FFA0))],
+            arms: vec![(
+                bkey(),
+                Arm {
+                    c_acked: 5000,
+                    ..arm(0x0000_0100, 0xFFFF_FFA0)
+                },
+            )],
             clients_after: vec![(
                 ckey(),
                 ClientFlow {
@@ -1277,6 +1329,9 @@ fn first_segment_decides() {
                     backend: bkey(),
                     // 0x80 + 100
                     sent_end: 0x0000_00E4,
+                    // The slow start's base for this region: C's bytes
+                    // the client had acknowledged.
+                    c_acked: 5000,
                     // C had learned its own: the later of C's and the arm's.
                     c_ack: C_ACK,
                     ts_map: TS_MAP,

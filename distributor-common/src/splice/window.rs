@@ -127,13 +127,52 @@ pub const fn acked(spliced: u64, sent_end: u32, ack: u32) -> u64 {
 }
 
 /// Re-encodes a window field `raw` received with scale `wscale_from` for a
-/// connection with scale `wscale_to`, offering at most `limit` bytes
-/// (rounding down and saturating as [`rescale`]). Host order.
+/// connection with scale `wscale_to`, offering at most `limit` bytes but
+/// never less than one unit of `wscale_to` for the limit's sake (rounding
+/// down and saturating as [`rescale`]). The result is zero only when the
+/// client's own window rounds to zero: a zero window reopens with the
+/// client's next window update, a cap that rounded to zero would not
+/// (`14_600 >> 14` is 0). Host order.
 #[must_use]
 #[inline(always)]
 pub const fn capped(raw: u16, wscale_from: u8, limit: u32, wscale_to: u8) -> u16 {
-    let bytes = true_window(raw, wscale_from);
-    encode_window(if bytes < limit { bytes } else { limit }, wscale_to)
+    let window = rescale(raw, wscale_from, wscale_to);
+    let cap = encode_open(limit, wscale_to);
+    if window < cap { window } else { cap }
+}
+
+/// [`encode_window`], but at least one unit for a nonzero `bytes`. Host
+/// order.
+#[must_use]
+#[inline(always)]
+pub const fn encode_open(bytes: u32, wscale: u8) -> u16 {
+    let field = encode_window(bytes, wscale);
+    if field == 0 && bytes != 0 { 1 } else { field }
+}
+
+/// The bytes S's request offers the backend while its response is armed:
+/// what the client's window left for it when the control plane armed it
+/// (`client_window`), capped by the slow start of the client's path
+/// (`acked` bytes so far), and never below [`INITIAL_WINDOW`]. The floor
+/// matters: before the region starts no client ACK reaches the backend, so
+/// a window closed here would stay closed (the backend's probes reach S,
+/// whose answers carry this offer again). At worst the client drops what
+/// its window cannot take and the backend sends it again, as without the
+/// cap.
+#[must_use]
+#[inline(always)]
+pub const fn armed_offer(client_window: u32, acked: u64) -> u32 {
+    let limit = slow_start_cap(acked);
+    let offer = if client_window < limit {
+        client_window
+    } else {
+        limit
+    };
+    if offer < INITIAL_WINDOW {
+        INITIAL_WINDOW
+    } else {
+        offer
+    }
 }
 
 #[cfg(test)]
@@ -253,8 +292,12 @@ mod tests {
             // Under the cap: the plain rescale.
             (0x1000, 2, 17_496, 0, 0x4000),
             (0x200, 7, u32::MAX, 9, 0x80),
-            // A cap below one unit of the receiving scale: a zero window.
-            (0x200, 7, 511, 9, 0),
+            // A cap below one unit of the receiving scale: one unit, not a
+            // window closed for good.
+            (0x200, 7, 511, 9, 1),
+            (0x200, 7, 14_600, 14, 1),
+            // The client's own window below one unit: zero (it reopens).
+            (1, 7, 14_600, 9, 0),
             // The client's zero window stays zero.
             (0, 7, 1 << 20, 9, 0),
             // Saturation still applies to the cap.
@@ -272,10 +315,36 @@ mod tests {
                 for raw in [0_u16, 1, 0x80, 0x1234, 0xFFFF] {
                     assert_eq!(capped(raw, from, u32::MAX, to), rescale(raw, from, to));
                     let limit = 40_000;
-                    let offered = u64::from(capped(raw, from, limit, to)) << to;
-                    assert!(offered <= u64::from(limit), "{raw} <<{from} >>{to}");
+                    let out = capped(raw, from, limit, to);
+                    let offered = u64::from(out) << to;
+                    // No more than the limit, or one unit when the limit is
+                    // below one unit.
+                    assert!(
+                        offered <= u64::from(limit).max(1 << to),
+                        "{raw} <<{from} >>{to}"
+                    );
+                    // Never more than the client offered; zero only when it
+                    // rounds to zero.
+                    assert!(out <= rescale(raw, from, to));
+                    assert_eq!(out == 0, rescale(raw, from, to) == 0);
                 }
             }
         }
+    }
+
+    #[test]
+    fn armed_offer_is_floored_at_the_initial_window() {
+        // The client's window, under the slow start.
+        assert_eq!(armed_offer(16_000, 2896), 16_000);
+        // The slow start, under the client's window.
+        assert_eq!(armed_offer(1 << 20, 2896), 17_496);
+        // A closed or tiny client window: the initial window, not zero.
+        assert_eq!(armed_offer(0, 0), INITIAL_WINDOW);
+        assert_eq!(armed_offer(100, 1 << 30), INITIAL_WINDOW);
+        // Far past the slow start: the client's window.
+        assert_eq!(armed_offer(1 << 20, 1 << 40), 1 << 20);
+        assert_eq!(encode_open(INITIAL_WINDOW, 14), 1);
+        assert_eq!(encode_open(0, 14), 0);
+        assert_eq!(encode_open(INITIAL_WINDOW, 9), 28);
     }
 }

@@ -281,7 +281,7 @@ impl Splice {
             client_window: c_info
                 .snd_wnd
                 .saturating_sub(c_info.unacked.saturating_mul(c_info.snd_mss)),
-            pad: 0,
+            c_acked: u32::try_from(c_info.bytes_acked).unwrap_or(u32::MAX),
         };
         let (tx, rx) = mpsc::unbounded_channel();
         lock(&self.waiters).insert(id, tx);

@@ -106,7 +106,7 @@ fn client(st: u32) -> ClientFlow {
         c_window: 0x1f5,
         client_wscale: 7,
         c_wscale: 9,
-        pad: 0,
+        c_acked: 0,
     }
 }
 
@@ -282,7 +282,7 @@ fn measure_here() -> Result<Vec<PathCost>> {
                     wake: 0,
                     client_mss: 1448,
                     client_window: 1 << 20,
-                    pad: 0,
+                    c_acked: 0,
                 },
             );
         },
