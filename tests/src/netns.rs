@@ -106,7 +106,8 @@ fn destroy(name: &str) {
 }
 
 /// Removes namespaces left by testbed runs whose process is gone (a run
-/// killed before its `Drop` ran).
+/// killed before its `Drop` ran), their processes, and their scratch
+/// folders (`distributor-testbed-<pid>-<n>` in the temporary folder).
 pub fn remove_stale() -> Result<()> {
     let out = run(Command::new("ip").args(["netns", "list"]))?;
     for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -121,6 +122,12 @@ pub fn remove_stale() -> Result<()> {
         };
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             destroy(name);
+            // `<pid>-<n>-<role>`: the testbed's id is `<pid>-<n>`.
+            if let Some((id, _role)) = rest.rsplit_once('-') {
+                let _ = std::fs::remove_dir_all(
+                    std::env::temp_dir().join(format!("distributor-testbed-{id}")),
+                );
+            }
         }
     }
     Ok(())
