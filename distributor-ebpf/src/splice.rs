@@ -1270,11 +1270,17 @@ fn try_client_out(ctx: &TcContext, seg: &Seg, c: &mut ClientFlow) -> Result<i32,
 /// Socket S -> backend: S's acknowledgement plus the spliced bytes (and,
 /// while a region is in flight, as far as the client has acknowledged).
 /// From the arm to the region's end, the window is the client's (S's own
-/// would let the backend send what the client cannot take).
+/// would let the backend send what the client cannot take). An arm is
+/// looked for only on segments with data (S's request): S's pure ACKs of
+/// a relayed response, the common idle-state segment, find none and pay
+/// no lookup.
 #[inline(never)]
 fn backend_out(p: &Pkt, key: &FlowKey, b: &mut BackendFlow) -> i32 {
     let mut cap = b.state == state::SPLICING;
-    if !cap && let Some(window) = armed_window(key, b.s_wscale) {
+    if !cap
+        && p.seg.payload_len > 0
+        && let Some(window) = armed_window(key, b.s_wscale)
+    {
         b.client_window = window;
         cap = true;
     }

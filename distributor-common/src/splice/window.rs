@@ -98,15 +98,8 @@ pub const INITIAL_WINDOW: u32 = 14_600;
 /// would double the window on every ACK, not every round trip.
 #[must_use]
 #[inline(always)]
-pub const fn slow_start_cap(acked: u64) -> u32 {
-    let cap = acked.saturating_add(INITIAL_WINDOW as u64);
-    if cap > u32::MAX as u64 {
-        u32::MAX
-    } else {
-        #[expect(clippy::cast_possible_truncation, reason = "checked above")]
-        let c = cap as u32;
-        c
-    }
+pub fn slow_start_cap(acked: u64) -> u32 {
+    u32::try_from(acked.saturating_add(u64::from(INITIAL_WINDOW))).unwrap_or(u32::MAX)
 }
 
 /// The bytes of spliced data a client connection has acknowledged: all
@@ -161,18 +154,8 @@ pub const fn encode_open(bytes: u32, wscale: u8) -> u16 {
 /// cap.
 #[must_use]
 #[inline(always)]
-pub const fn armed_offer(client_window: u32, acked: u64) -> u32 {
-    let limit = slow_start_cap(acked);
-    let offer = if client_window < limit {
-        client_window
-    } else {
-        limit
-    };
-    if offer < INITIAL_WINDOW {
-        INITIAL_WINDOW
-    } else {
-        offer
-    }
+pub fn armed_offer(client_window: u32, acked: u64) -> u32 {
+    client_window.min(slow_start_cap(acked)).max(INITIAL_WINDOW)
 }
 
 #[cfg(test)]
