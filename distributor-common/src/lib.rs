@@ -13,4 +13,4 @@ pub mod maps;
 pub mod reason;
 pub mod splice;
 
-pub use maps::{Counters, IfaceKey};
+pub use maps::Counters;

@@ -15,8 +15,9 @@ pub const PASS_NO_FLOW: u32 = 2;
 pub const PASS_TRUNCATED: u32 = 3;
 /// IPv4 with options or a fragment: never rewritten.
 pub const PASS_IP_OPTIONS_OR_FRAGMENT: u32 = 4;
-/// A counter map had no room for a new interface.
-pub const ERR_STATS_FULL: u32 = 5;
+/// A packet on an interface with no counter slot (not one the loader
+/// listed): counted here instead.
+pub const ERR_UNCOUNTED_IFACE: u32 = 5;
 /// Number of reasons (the length of the reasons array).
 pub const COUNT: u32 = 6;
 
@@ -29,7 +30,7 @@ pub const fn name(reason: u32) -> &'static str {
         PASS_NO_FLOW => "pass-no-flow",
         PASS_TRUNCATED => "pass-truncated",
         PASS_IP_OPTIONS_OR_FRAGMENT => "pass-ip-options-or-fragment",
-        ERR_STATS_FULL => "error-stats-full",
+        ERR_UNCOUNTED_IFACE => "error-uncounted-interface",
         _ => "unknown",
     }
 }

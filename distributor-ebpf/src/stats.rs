@@ -1,55 +1,70 @@
 //! Counters: packets and bytes per interface and hook, and a reason for every
 //! packet the datapath passes to the stack untouched.
 
-use aya_ebpf::{
-    EbpfContext,
-    bindings::BPF_NOEXIST,
-    btf_maps::{PerCpuArray, PerCpuHashMap},
-    macros::btf_map,
-};
+use aya_ebpf::{EbpfContext, btf_maps::PerCpuArray, macros::btf_map};
 use aya_log_ebpf::warn;
 use distributor_common::{
-    maps::{Counters, IFACE_STATS_MAX, IfaceKey},
+    maps::{Counters, IFACE_STATS_LEN, IFACES_MAX, stats_index},
     reason,
 };
 
 use crate::packet::{ETH_P_IP_BE, EthHdr, IPPROTO_TCP, Ipv4Hdr, Packet, TcpHdr};
 
-// BTF map definitions (`.maps` section): the kernel gets the key and value
-// types, so `bpftool map dump` prints field names.
+// BTF map definitions (`.maps` section): the kernel gets the value types,
+// so `bpftool map dump` prints field names.
 #[btf_map]
-static IFACE_STATS: PerCpuHashMap<IfaceKey, Counters, { IFACE_STATS_MAX as usize }> =
-    PerCpuHashMap::new();
+static IFACE_STATS: PerCpuArray<Counters, { IFACE_STATS_LEN as usize }> = PerCpuArray::new();
 
 #[btf_map]
 static REASONS: PerCpuArray<u64, { reason::COUNT as usize }> = PerCpuArray::new();
 
-/// Adds one packet of `bytes` to the counters of (`ifindex`, `hook`).
+/// The interfaces the programs attach to, in slot order, then zeros
+/// (`maps::IFINDEXES`): filled by the loader, read-only from then on.
+#[unsafe(no_mangle)]
+static IFINDEXES: [u32; IFACES_MAX as usize] = [0; IFACES_MAX as usize];
+
+/// The counter slot of `ifindex`: its position in [`IFINDEXES`].
+#[inline(always)]
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "slots are below IFACES_MAX"
+)]
+fn slot(ifindex: u32) -> Option<u32> {
+    let mut i = 0;
+    while i < IFACES_MAX as usize {
+        // SAFETY: an element of a static. Volatile: the compiler must not
+        // fold the zeros the loader replaces.
+        let listed = unsafe { core::ptr::read_volatile(&raw const IFINDEXES[i]) };
+        if listed == ifindex {
+            return Some(i as u32);
+        }
+        if listed == 0 {
+            // The list ends at the first zero (no interface has index 0).
+            return None;
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Adds one packet of `bytes` to the counters of (`ifindex`, `hook`): a
+/// scan of a short read-only list and an array slot, no hash lookup (the
+/// counters run for every packet on both hooks).
 #[inline(never)]
 pub fn count<C: EbpfContext>(ctx: &C, ifindex: u32, hook: u32, bytes: u64) {
-    let key = IfaceKey { ifindex, hook };
-    if let Some(c) = IFACE_STATS.get_ptr_mut(key) {
+    let Some(slot) = slot(ifindex) else {
+        bump(reason::ERR_UNCOUNTED_IFACE);
+        // Only on an interface the loader did not list: off the fast path.
+        warn!(ctx, "ifindex {} has no counter slot", ifindex);
+        return;
+    };
+    if let Some(c) = IFACE_STATS.get_ptr_mut(stats_index(slot, hook)) {
         // SAFETY: per-CPU slot of this CPU; nothing else writes it while this
         // program runs (no preemption inside a BPF program).
         unsafe {
             (*c).packets += 1;
             (*c).bytes += bytes;
         }
-        return;
-    }
-    let first = Counters { packets: 1, bytes };
-    // BPF_NOEXIST: if another CPU created the key in between, our insert
-    // fails with EEXIST and this packet goes uncounted in one CPU's slot;
-    // acceptable for a statistic, and far cheaper than a retry loop.
-    if IFACE_STATS
-        .insert(key, first, u64::from(BPF_NOEXIST))
-        .is_err()
-        && IFACE_STATS.get_ptr_mut(key).is_none()
-    {
-        bump(reason::ERR_STATS_FULL);
-        // Rare (the map holds every interface times every hook), so the log
-        // line costs nothing on the fast path.
-        warn!(ctx, "IFACE_STATS full: ifindex {} not counted", ifindex);
     }
 }
 

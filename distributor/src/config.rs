@@ -412,6 +412,16 @@ impl Config {
                     .to_owned(),
             });
         }
+        let max = distributor_common::maps::IFACES_MAX as usize;
+        if d.interfaces.len() > max {
+            return Err(ConfigError::Invalid {
+                field: "datapath.interfaces",
+                problem: format!(
+                    "{} interfaces listed; the datapath counts at most {max}",
+                    d.interfaces.len()
+                ),
+            });
+        }
         for (i, name) in d.interfaces.iter().enumerate() {
             // IFNAMSIZ is 16 including the terminating NUL.
             if name.is_empty() || name.len() > 15 || name.contains(['/', ' ', '\0']) {
@@ -475,6 +485,19 @@ mod tests {
             let err = Config::parse(text).unwrap_err().to_string();
             assert!(err.contains(want), "{text:?}: {err:?} lacks {want:?}");
         }
+    }
+
+    #[test]
+    fn interfaces_fit_the_datapath_counters() {
+        let list = |n: u32| {
+            let names: Vec<String> = (0..n).map(|i| format!("\"e{i}\"")).collect();
+            format!("[datapath]\ninterfaces = [{}]\n", names.join(", "))
+        };
+        let max = distributor_common::maps::IFACES_MAX;
+        let c = Config::parse(&list(max)).expect("as many as the datapath counts");
+        assert_eq!(c.datapath.interfaces.len(), max as usize);
+        let err = Config::parse(&list(max + 1)).unwrap_err().to_string();
+        assert!(err.contains("at most 32"), "{err}");
     }
 }
 

@@ -37,7 +37,11 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, PerCpuValues, RingBuf},
     programs::{SchedClassifier, TestRun as _, TestRunOptions, TestRunResult, Xdp},
 };
-use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, counter};
+use distributor_common::{
+    Counters,
+    flow::{self, Arm, BackendFlow, ClientFlow, Event, FlowKey, counter},
+    maps,
+};
 
 /// `TC_ACT_OK`: the packet continues (to the stack on ingress, to the wire
 /// on egress).
@@ -445,6 +449,10 @@ const XDP_MD_LEN: usize = 24;
 /// frame's length there (and no metadata: `data` and `data_meta` 0).
 const XDP_MD_DATA_END: usize = 4;
 
+/// The loopback's index in a fresh network namespace: where a TC test
+/// run's packet arrives, and the counters' slot 0 in [`Datapath::load`].
+pub const LOOPBACK_IFINDEX: u32 = 1;
+
 /// The loaded object: the TC programs and the XDP program loaded (not
 /// attached) and the maps the fixtures fill. Each test function loads its
 /// own, so parallel tests never share map state.
@@ -535,7 +543,13 @@ impl Datapath {
             bytes.as_ptr().align_offset(8) == 0,
             "object buffer not 8-byte aligned"
         );
+        // The test runs' packets arrive on this namespace's loopback
+        // (ifindex 1): its counter slot, as the loader gives one to each
+        // interface it attaches to, so a run counts the way a real one does.
+        let mut ifindexes = [0_u32; maps::IFACES_MAX as usize];
+        ifindexes[0] = LOOPBACK_IFINDEX;
         let mut ebpf = EbpfLoader::new()
+            .override_global(maps::IFINDEXES, ifindexes.as_slice(), true)
             .load(&bytes)
             .unwrap_or_else(|e| panic!("loading {}: {e:?}", path.display()));
         for hook in [Hook::Ingress, Hook::Egress] {
@@ -682,6 +696,41 @@ impl Datapath {
                     .sum()
             })
             .collect()
+    }
+
+    /// The per-interface counters of `slot` and `hook` (`maps::hook`),
+    /// summed over CPUs: (packets, bytes).
+    pub fn iface_counters(&mut self, slot: u32, hook: u32) -> (u64, u64) {
+        let name = maps::IFACE_STATS;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("no map {name} in the object"));
+        let stats: PerCpuArray<_, Counters> =
+            PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"));
+        let index = maps::stats_index(slot, hook);
+        let per_cpu = stats
+            .get(&index, 0)
+            .unwrap_or_else(|e| panic!("reading {name}[{index}]: {e}"));
+        let total = per_cpu.iter().fold(Counters::default(), |a, c| a.sum(*c));
+        (total.packets, total.bytes)
+    }
+
+    /// How many packets were counted under `reason` (`reason::*`), summed
+    /// over CPUs.
+    pub fn reason_count(&mut self, reason: u32) -> u64 {
+        let name = maps::REASONS;
+        let map = self
+            .ebpf
+            .map_mut(name)
+            .unwrap_or_else(|| panic!("no map {name} in the object"));
+        let reasons: PerCpuArray<_, u64> =
+            PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"));
+        reasons
+            .get(&reason, 0)
+            .unwrap_or_else(|e| panic!("reading {name}[{reason}]: {e}"))
+            .iter()
+            .sum()
     }
 
     /// Inserts (or replaces) a `FLOWS_C` entry.

@@ -123,16 +123,37 @@ fn bpftool_prints_pinned_maps_with_field_names() {
     fetch_all(&bed);
     let dump = bpftool_dump(&bed.pin_dir().join("IFACE_STATS")).expect("bpftool");
     let entries = dump.as_array().expect("array of entries");
-    assert!(!entries.is_empty(), "IFACE_STATS is empty");
+    // BTF gives the values their field names; each used entry names its
+    // interface and hook, the same on every CPU.
+    let mut labelled = Vec::new();
     for e in entries {
-        // BTF gives the key and value their field names.
         let e = &e["formatted"];
-        assert!(e["key"]["ifindex"].is_u64(), "no key.ifindex in {e}");
-        assert!(e["key"]["hook"].is_u64(), "no key.hook in {e}");
         let values = e["values"].as_array().expect("per-CPU values");
-        assert!(values.iter().all(|v| v["value"]["packets"].is_u64()), "{e}");
-        assert!(values.iter().all(|v| v["value"]["bytes"].is_u64()), "{e}");
+        for v in values {
+            let v = &v["value"];
+            assert!(v["packets"].is_u64() && v["bytes"].is_u64(), "{e}");
+            assert_eq!(v["ifindex"], values[0]["value"]["ifindex"], "{e}");
+            assert_eq!(v["hook"], values[0]["value"]["hook"], "{e}");
+        }
+        let first = &values[0]["value"];
+        let ifindex = first["ifindex"].as_u64().expect("value.ifindex");
+        if ifindex != 0 {
+            labelled.push((ifindex, first["hook"].as_u64().expect("value.hook")));
+        }
     }
+    let mut expected = Vec::new();
+    for iface in bed.gateway_interfaces() {
+        let link = bed
+            .gateway
+            .run("ip", &["-json", "link", "show", "dev", &iface])
+            .expect("ip link");
+        let link: Value = serde_json::from_str(&link).expect("ip -json");
+        let index = link[0]["ifindex"].as_u64().expect("an ifindex");
+        expected.extend((0..3).map(|hook| (index, hook)));
+    }
+    labelled.sort_unstable();
+    expected.sort_unstable();
+    assert_eq!(labelled, expected, "one entry per interface and hook");
     let reasons = bpftool_dump(&bed.pin_dir().join("REASONS")).expect("bpftool");
     assert_eq!(
         reasons.as_array().map(Vec::len),

@@ -22,6 +22,8 @@ use distributor_common::{
         ACK_TO_BACKEND_MARK, ACK_TO_S_MARK, Arm, BackendFlow, ClientFlow, Event, FlowKey,
         SPLICED_MARK, counter, event, flags as fl, state,
     },
+    maps::hook,
+    reason,
     splice::{
         relay,
         seq::{Region, Shift},
@@ -1498,6 +1500,37 @@ fn pass_through() {
         },
     ];
     run_table(&mut dp, "pass", &rows);
+}
+
+/// Every run counts one packet and its bytes for its interface's slot and
+/// hook, whatever the segment: the counters find the slot in the table the
+/// loader filled (slot 0: the namespace's loopback, where a test run's
+/// packet arrives), with no hash map and no "uncounted" reason.
+#[test]
+fn every_run_counts_in_its_interface_slot() {
+    let mut dp = datapath();
+    let seg = Segment::new(STRANGER, VIP)
+        .seq(0x0123_4567)
+        .ack(5_010_500)
+        .options(opt::ts(TS_CLIENT, 600_000))
+        .payload(&body(100));
+    let frame = seg.frame();
+    let len = frame.len() as u64;
+    for (hook, index, runs) in [
+        (Hook::Ingress, hook::TC_INGRESS, 3),
+        (Hook::Egress, hook::TC_EGRESS, 2),
+    ] {
+        let before = dp.iface_counters(0, index);
+        for _ in 0..runs {
+            assert_eq!(dp.run(hook, &frame, 0).verdict, TC_ACT_OK);
+        }
+        let after = dp.iface_counters(0, index);
+        assert_eq!(after.0 - before.0, runs, "{hook:?} packets");
+        assert_eq!(after.1 - before.1, runs * len, "{hook:?} bytes");
+    }
+    assert_eq!(dp.iface_counters(1, hook::TC_INGRESS), (0, 0), "slot 1");
+    assert_eq!(dp.reason_count(reason::ERR_UNCOUNTED_IFACE), 0);
+    assert_eq!(dp.reason_count(reason::PASS_NO_FLOW), 3);
 }
 
 /// A FIN riding on the region's last segment belongs to S, not to the

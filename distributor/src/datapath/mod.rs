@@ -16,9 +16,13 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::{PerCpuArray, PerCpuValues},
     programs::{SchedClassifier, TcAttachType, Xdp, XdpMode},
 };
-use distributor_common::{flow, maps};
+use distributor_common::{
+    Counters, flow,
+    maps::{self, IFACES_MAX, hook, stats_index},
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -79,6 +83,12 @@ pub enum DatapathError {
     },
     #[error("map {0} is missing from the eBPF object")]
     MissingMap(&'static str),
+    #[error("interface {iface} does not exist in this network namespace")]
+    NoInterface { iface: String },
+    #[error("at most {IFACES_MAX} interfaces, {0} listed")]
+    TooManyInterfaces(usize),
+    #[error("labelling the interface counters: {0}")]
+    Counters(String),
     #[error(transparent)]
     Instance(#[from] instance::InstanceError),
 }
@@ -97,6 +107,11 @@ impl Datapath {
     /// maps under `config.pin_dir`. The caller holds the instance lock, so
     /// anything already in the pin directory is a crashed instance's.
     pub fn start(config: &DatapathConfig) -> Result<Self, DatapathError> {
+        // A set: naming an interface twice must not attach twice. Its order
+        // is the counters' slot order. Resolved before anything is
+        // created, so a missing interface leaves nothing behind.
+        let ifaces: BTreeSet<&str> = config.interfaces.iter().map(String::as_str).collect();
+        let ifindexes = ifindex_table(&ifaces)?;
         instance::ensure_bpffs(&config.pin_dir)?;
         let leftovers = instance::reset_pin_dir(&config.pin_dir)?;
         if !leftovers.is_empty() {
@@ -107,23 +122,47 @@ impl Datapath {
             );
         }
 
-        let ebpf = EbpfLoader::new().load(OBJECT)?;
+        let ebpf = EbpfLoader::new()
+            .override_global(maps::IFINDEXES, ifindexes.as_slice(), true)
+            .load(OBJECT)?;
         // From here on, `Drop` cleans up whatever part of the start succeeded.
         let mut dp = Self {
             ebpf,
             pin_dir: config.pin_dir.clone(),
             interfaces: Vec::new(),
         };
-        dp.attach(config)?;
+        dp.label_counters(&ifindexes)?;
+        dp.attach(config.mode, ifaces)?;
         dp.pin()?;
         Ok(dp)
     }
 
-    fn attach(&mut self, config: &DatapathConfig) -> Result<(), DatapathError> {
-        // A set: naming an interface twice must not attach twice.
-        let ifaces: BTreeSet<&str> = config.interfaces.iter().map(String::as_str).collect();
+    /// Names every used entry of the interface counters (all CPUs), before
+    /// any program runs: `bpftool map dump` then shows which interface and
+    /// hook each entry counts.
+    fn label_counters(&mut self, ifindexes: &[u32]) -> Result<(), DatapathError> {
+        let map = self
+            .ebpf
+            .map_mut(maps::IFACE_STATS)
+            .ok_or(DatapathError::MissingMap(maps::IFACE_STATS))?;
+        let mut stats: PerCpuArray<_, Counters> =
+            PerCpuArray::try_from(map).map_err(|e| DatapathError::Counters(e.to_string()))?;
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| DatapathError::Counters(format!("{what}: {e}")))?;
+        for (slot, &ifindex) in (0..).zip(ifindexes.iter().take_while(|&&i| i != 0)) {
+            for h in 0..hook::COUNT {
+                let values = PerCpuValues::try_from(vec![Counters::labelled(ifindex, h); cpus])
+                    .map_err(|e| DatapathError::Counters(e.to_string()))?;
+                stats
+                    .set(stats_index(slot, h), values, 0)
+                    .map_err(|e| DatapathError::Counters(e.to_string()))?;
+            }
+        }
+        Ok(())
+    }
 
-        if config.mode == DatapathMode::Xdp {
+    fn attach(&mut self, mode: DatapathMode, ifaces: BTreeSet<&str>) -> Result<(), DatapathError> {
+        if mode == DatapathMode::Xdp {
             let prog: &mut Xdp = self.program(PROG_XDP)?;
             prog.load().map_err(|source| DatapathError::Program {
                 name: PROG_XDP,
@@ -163,7 +202,7 @@ impl Datapath {
             }
         }
         self.interfaces = ifaces.into_iter().map(str::to_owned).collect();
-        info!(mode = ?config.mode, interfaces = ?self.interfaces, "datapath attached");
+        info!(?mode, interfaces = ?self.interfaces, "datapath attached");
         Ok(())
     }
 
@@ -208,6 +247,28 @@ impl Datapath {
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
     }
+}
+
+/// The datapath's interface table ([`maps::IFINDEXES`]): the indexes of
+/// `ifaces` in order, then zeros.
+fn ifindex_table(ifaces: &BTreeSet<&str>) -> Result<[u32; IFACES_MAX as usize], DatapathError> {
+    let mut table = [0; IFACES_MAX as usize];
+    if ifaces.len() > table.len() {
+        return Err(DatapathError::TooManyInterfaces(ifaces.len()));
+    }
+    for (slot, iface) in table.iter_mut().zip(ifaces) {
+        let no_such = || DatapathError::NoInterface {
+            iface: (*iface).to_owned(),
+        };
+        let name = std::ffi::CString::new(*iface).map_err(|_| no_such())?;
+        // SAFETY: `name` is a NUL-terminated string that outlives the call.
+        let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        if index == 0 {
+            return Err(no_such());
+        }
+        *slot = index;
+    }
+    Ok(table)
 }
 
 impl Drop for Datapath {

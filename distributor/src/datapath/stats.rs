@@ -4,9 +4,9 @@
 
 use std::{collections::BTreeMap, io, path::Path};
 
-use aya::maps::{Map, MapData, MapError, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Map, MapData, MapError, PerCpuArray};
 use distributor_common::{
-    Counters, IfaceKey,
+    Counters,
     flow::{self, counter},
     maps::{self, hook},
     reason,
@@ -156,21 +156,27 @@ pub(super) fn map_from_pin(path: &Path) -> Result<Map, MapError> {
 /// Reads the pinned counters under `pin_dir`.
 pub fn read(pin_dir: &Path) -> Result<Snapshot, StatsError> {
     check_pin_dir(pin_dir)?;
-    let stats: PerCpuHashMap<_, IfaceKey, Counters> = open(pin_dir, maps::IFACE_STATS)?
-        .try_into()
-        .map_err(|source| StatsError::Read {
-            map: maps::IFACE_STATS,
-            source,
-        })?;
+    let stats: PerCpuArray<_, Counters> =
+        open(pin_dir, maps::IFACE_STATS)?
+            .try_into()
+            .map_err(|source| StatsError::Read {
+                map: maps::IFACE_STATS,
+                source,
+            })?;
     let read_err = |map| move |source| StatsError::Read { map, source };
     let mut interfaces = Vec::new();
-    for entry in &stats {
-        let (key, per_cpu) = entry.map_err(read_err(maps::IFACE_STATS))?;
-        let total = per_cpu.iter().fold(Counters::default(), |a, c| a.sum(*c));
+    for index in 0..maps::IFACE_STATS_LEN {
+        let per_cpu = stats.get(&index, 0).map_err(read_err(maps::IFACE_STATS))?;
+        // The labels are the same on every CPU; a slot no interface uses
+        // has none.
+        let Some(first) = per_cpu.iter().next().filter(|c| c.ifindex != 0) else {
+            continue;
+        };
+        let total = per_cpu.iter().skip(1).fold(*first, |a, c| a.sum(*c));
         interfaces.push(IfaceRow {
-            ifindex: key.ifindex,
-            name: if_name(key.ifindex),
-            hook: hook::name(key.hook),
+            ifindex: total.ifindex,
+            name: if_name(total.ifindex),
+            hook: hook::name(total.hook),
             packets: total.packets,
             bytes: total.bytes,
         });
