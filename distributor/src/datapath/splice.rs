@@ -207,6 +207,7 @@ impl Splice {
         Ok(ClientReg {
             splice: Arc::clone(self),
             key,
+            conn_id,
             base: OnceLock::new(),
         })
     }
@@ -369,6 +370,8 @@ fn flag_bits(info: &sockets::Info) -> u32 {
 pub struct ClientReg {
     splice: Arc<Splice>,
     key: FlowKey,
+    /// The connection's id, also in its entry: whose entry the key holds.
+    conn_id: u64,
     /// C's sequence numbers at its first byte counters, once learnt.
     base: OnceLock<SeqBase>,
 }
@@ -405,7 +408,19 @@ fn close_for(state: u32, bytes_spliced: u64) -> Close {
 
 impl Drop for ClientReg {
     fn drop(&mut self) {
-        let _ = lock(&self.splice.flows_c).remove(&self.key);
+        // The key may hold a newer connection's entry by now: once this
+        // socket is in TIME_WAIT, the client may connect again from the
+        // same port (the time-wait socket accepts its SYN), and the new
+        // connection registers before a lingering close (`closing`, which
+        // polls) drops this guard. Only our own entry goes; registration
+        // inserts under the same lock, so nothing comes in between.
+        let mut flows = lock(&self.splice.flows_c);
+        if flows
+            .get(&self.key, 0)
+            .is_ok_and(|f| f.conn_id == self.conn_id)
+        {
+            let _ = flows.remove(&self.key);
+        }
     }
 }
 
