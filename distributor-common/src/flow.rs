@@ -131,6 +131,13 @@ pub mod flags {
     /// Datapath-set from the arm ([`super::Arm::wake`]): the region's DONE
     /// event wakes the control plane.
     pub const WAKE_ON_DONE: u32 = 64;
+    /// Datapath-set, client entries: the gateway sent a SYN-ACK on this
+    /// entry's key, so the kernel took a new connection there (a client
+    /// that connected again from the port of one whose close still holds
+    /// the entry). The connection the entry describes is over: nothing is
+    /// translated with it any more, until the new connection's
+    /// registration replaces it.
+    pub const SUPERSEDED: u32 = 128;
 }
 
 /// One client connection (socket C). Key: [`FlowKey`] client -> VIP.

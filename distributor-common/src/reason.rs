@@ -18,8 +18,11 @@ pub const PASS_IP_OPTIONS_OR_FRAGMENT: u32 = 4;
 /// A packet on an interface with no counter slot (not one the loader
 /// listed): counted here instead.
 pub const ERR_UNCOUNTED_IFACE: u32 = 5;
+/// A SYN: handshakes are never translated (flows are registered once
+/// established, and a SYN on a known key opens a new connection).
+pub const PASS_HANDSHAKE: u32 = 6;
 /// Number of reasons (the length of the reasons array).
-pub const COUNT: u32 = 6;
+pub const COUNT: u32 = 7;
 
 /// A short name for display, stable for scripts.
 #[must_use]
@@ -31,6 +34,7 @@ pub const fn name(reason: u32) -> &'static str {
         PASS_TRUNCATED => "pass-truncated",
         PASS_IP_OPTIONS_OR_FRAGMENT => "pass-ip-options-or-fragment",
         ERR_UNCOUNTED_IFACE => "error-uncounted-interface",
+        PASS_HANDSHAKE => "pass-handshake",
         _ => "unknown",
     }
 }

@@ -574,6 +574,14 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
         ctx.set_mark(0);
         return Ok(ack_copy(&p, &key, copy));
     }
+    if p.seg.flags & TH_SYN != 0 {
+        // A handshake is never translated: flows are registered once
+        // established, and a SYN on a known key opens a new connection
+        // (a client connecting again from the port of one whose close
+        // still holds the entry).
+        stats::bump(reason::PASS_HANDSHAKE);
+        return Ok(TC_ACT_OK);
+    }
     // A key is in at most one of the two maps, so the order of the
     // lookups changes no result, only the cost: a segment without data
     // (in a region, the client's ACKs) is looked for among the clients
@@ -613,6 +621,11 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
     if let Some(c) = c {
         // SAFETY: as above.
         let c = unsafe { &mut *c };
+        if c.flags & fl::SUPERSEDED != 0 {
+            // The entry's connection is over (see `egress`).
+            stats::bump(reason::PASS_NO_FLOW);
+            return Ok(TC_ACT_OK);
+        }
         // The backend's entry matters only while a region is in flight:
         // looked up once here, for every step below.
         let b = if c.state == state::SPLICING {
@@ -671,7 +684,22 @@ pub fn egress(ctx: &TcContext) -> Result<i32, ()> {
     let key = FlowKey::egress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
     if let Some(c) = FLOWS_C.get_ptr_mut(key) {
         // SAFETY: a map value, alive while we run.
-        return Ok(client_out(&p, unsafe { &mut *c }));
+        let c = unsafe { &mut *c };
+        if p.seg.flags & TH_SYN != 0 {
+            // A SYN-ACK on a client key: the kernel took a new connection
+            // there, so the one the entry describes is over; its shift
+            // must not touch the new connection's segments until the new
+            // registration replaces the entry.
+            c.flags |= fl::SUPERSEDED;
+        }
+        if c.flags & fl::SUPERSEDED != 0 {
+            return Ok(TC_ACT_OK);
+        }
+        return Ok(client_out(&p, c));
+    }
+    if p.seg.flags & TH_SYN != 0 {
+        // Never translated (as at ingress).
+        return Ok(TC_ACT_OK);
     }
     if let Some(b) = FLOWS_S.get_ptr_mut(key) {
         // SAFETY: as above.

@@ -157,7 +157,7 @@ fn bpftool_prints_pinned_maps_with_field_names() {
     let reasons = bpftool_dump(&bed.pin_dir().join("REASONS")).expect("bpftool");
     assert_eq!(
         reasons.as_array().map(Vec::len),
-        Some(6),
+        Some(7),
         "one entry per reason"
     );
     bed.assert_flow_baseline();

@@ -1900,3 +1900,154 @@ fn sigterm_as_wrk_closes_its_connections_leaves_no_socket_closing() {
         assert!(left.is_empty(), "round {round} of {ROUNDS}: {left:#?}");
     }
 }
+
+// ---- a client that connects again from the same port ----------------------
+
+/// A TCP connection from the client's address and `port` to the virtual
+/// IP (`SO_REUSEADDR`, so the port of a connection that just closed can
+/// be bound again).
+fn connect_from(port: u16) -> TcpStream {
+    // SAFETY: plain socket calls on a descriptor this function owns; the
+    // address structures are fully initialised.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let s = <TcpStream as std::os::fd::FromRawFd>::from_raw_fd(fd);
+        set_int_opt(&s, libc::SO_REUSEADDR, 1);
+        let addr = |ip: Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::sa_family_t::try_from(libc::AF_INET).expect("AF_INET"),
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(ip).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        let len = libc::socklen_t::try_from(size_of::<libc::sockaddr_in>()).expect("size");
+        let local = addr(distributor_tests::CLIENT_ADDR, port);
+        let rc = libc::bind(fd, std::ptr::from_ref(&local).cast(), len);
+        assert_eq!(rc, 0, "bind :{port}: {}", std::io::Error::last_os_error());
+        let vip = addr(VIP, 80);
+        let rc = libc::connect(fd, std::ptr::from_ref(&vip).cast(), len);
+        assert_eq!(
+            rc,
+            0,
+            "connect from :{port}: {}",
+            std::io::Error::last_os_error()
+        );
+        s
+    }
+}
+
+/// A GET of `target` on `s`, its whole response read (the head gives the
+/// length).
+fn get_on(s: &mut TcpStream, target: &str, close: bool) -> (Head, Vec<u8>) {
+    let connection = if close { "Connection: close\r\n" } else { "" };
+    s.write_all(format!("GET {target} HTTP/1.1\r\nHost: vip\r\n{connection}\r\n").as_bytes())
+        .expect("request");
+    let mut buf = Vec::new();
+    let mut chunk = vec![0_u8; 64 * 1024];
+    let mut ended = None;
+    read_response(s, &mut buf, &mut chunk, &mut ended).unwrap_or_else(|(end, head, body)| {
+        panic!("{end:?} after {} body bytes: {head:?}", body.len())
+    })
+}
+
+/// A client whose connection the gateway closed (`Connection: close`)
+/// after a spliced response connects again at once from the same port:
+/// the gateway's socket of the old connection is in `TIME_WAIT`, whose
+/// socket takes the new SYN. The new connection registers under the same
+/// flow key while the old one's lingering close still holds its entry
+/// guard; when that guard drops (the close poll notices `TIME_WAIT`), it
+/// must not take the new connection's entry with it. Without its entry,
+/// the new connection's spliced bytes are not translated and its
+/// responses stop short. Nor may the old entry translate the new
+/// connection's handshake: its shift would move the sequence numbers the
+/// client learns from the SYN-ACK, and its option edits would strip the
+/// SYN's options.
+#[test]
+fn a_client_connecting_again_from_the_same_port_keeps_its_new_flow_entry() {
+    const SIZE: usize = 1 << 20;
+    const ROUNDS: usize = 3;
+    let bed = testbed(1, vec![SIZE], &[]);
+    let _gw = bed
+        .start_distributor(&bed.proxy_config("tc", &all_backends(&bed)))
+        .expect("start distributor");
+    let obj = object(&bed.backends[0], SIZE);
+    let target = format!("/obj/{SIZE}");
+    let (ready_tx, ready) = mpsc::channel::<SocketAddrV4>();
+    let (go, go_rx) = mpsc::channel::<()>();
+    let (done_tx, done) = mpsc::channel::<Vec<(Head, Vec<u8>)>>();
+    let client = bed
+        .client
+        .spawn_thread(move || {
+            let mut got = Vec::new();
+            let mut first = TcpStream::connect((VIP, 80)).expect("connect");
+            let port = first.local_addr().expect("local address").port();
+            for _ in 0..ROUNDS {
+                // The gateway closes after this response; the client
+                // closes on the end of stream, so the gateway's side ends
+                // in TIME_WAIT and this side is free at once.
+                got.push(get_on(&mut first, &target, true));
+                let mut rest = [0_u8; 1];
+                assert_eq!(first.read(&mut rest).expect("end of stream"), 0);
+                drop(first);
+                first = connect_from(port);
+                got.push(get_on(&mut first, &target, false));
+                let SocketAddr::V4(local) = first.local_addr().expect("local") else {
+                    unreachable!("IPv4 only")
+                };
+                ready_tx.send(local).expect("test thread gone");
+                go_rx.recv().expect("test thread gone");
+                got.push(get_on(&mut first, &target, false));
+            }
+            done_tx.send(got).expect("test thread gone");
+        })
+        .expect("client thread");
+    for round in 0..ROUNDS {
+        let local = ready
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| {
+                panic!(
+                    "round {round}: no response on the new connection: flows {:#}\nstats {:#}",
+                    bed.flows().expect("distributor flows"),
+                    bed.distributor_stats().expect("stats")
+                )
+            });
+        // Long past the close poll (10 ms) that finds the old socket done.
+        std::thread::sleep(Duration::from_millis(200));
+        let flows = bed.flows().expect("distributor flows");
+        assert!(
+            flow_rows(&flows, "clients")
+                .iter()
+                .any(|r| r["client"] == local.to_string()),
+            "round {round}: the new connection from {local} lost its entry: {flows:#}"
+        );
+        go.send(()).expect("client thread gone");
+    }
+    let got = done
+        .recv_timeout(CLIENT_BOUND)
+        .expect("the client thread died");
+    client.join().expect("client thread");
+    assert_eq!(got.len(), 3 * ROUNDS);
+    for (i, (head, body)) in got.iter().enumerate() {
+        assert_eq!(head.status, 200, "response {i}");
+        assert!(body == &obj, "response {i}: body differs from the object");
+    }
+    // The requests with `Connection: close` are relayed (the gateway
+    // closes after them); the others are spliced.
+    let log = bed.access_log_at_least(got.len()).expect("access log");
+    assert_eq!(log.len(), got.len(), "{log:#?}");
+    let spliced = log.iter().filter(|r| r["path_taken"] == "splice").count();
+    assert_eq!(spliced, 2 * ROUNDS, "{log:#?}");
+    for rec in &log {
+        assert_eq!(rec["error"], Value::Null, "{rec}");
+    }
+    // Every SYN the client sent (one per connection) passed untouched.
+    let stats = bed.distributor_stats().expect("stats");
+    assert!(
+        stats["reasons"]["pass-handshake"].as_u64().unwrap_or(0) > ROUNDS as u64,
+        "{stats:#}"
+    );
+    assert_eq!(bed.nstat_splice_errors(), BTreeMap::new());
+    bed.assert_flow_baseline();
+}

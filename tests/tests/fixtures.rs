@@ -1502,6 +1502,106 @@ fn pass_through() {
     run_table(&mut dp, "pass", &rows);
 }
 
+/// The options of a SYN: MSS 1460, SACK permitted, timestamps, NOP,
+/// window scale 7.
+fn syn_options(tsval: u32, tsecr: u32) -> Vec<u8> {
+    let mut o = vec![2, 4, 0x05, 0xb4, 4, 2, 8, 10];
+    o.extend_from_slice(&tsval.to_be_bytes());
+    o.extend_from_slice(&tsecr.to_be_bytes());
+    o.extend_from_slice(&[opt::NOP, 3, 3, 7]);
+    o
+}
+
+/// A handshake is never translated, and an entry whose key the kernel
+/// gave to a new connection translates nothing more: a client that
+/// connects again from the port of a connection whose close still holds
+/// the entry (`spliced` bytes behind it) must get its SYN through with
+/// every option, and the SYN-ACK and everything after it with the new
+/// connection's own numbers.
+#[test]
+fn handshakes_on_a_closing_entry_pass_untranslated() {
+    let mut dp = datapath();
+    let c = idle_client(10_000);
+    let superseded = ClientFlow {
+        flags: c.flags | fl::SUPERSEDED,
+        ..c
+    };
+    let syn = Segment::new(CLIENT, VIP)
+        .seq(0x1000_0000)
+        .ack(0)
+        .flags(tcp_flags::SYN)
+        .window(0xfaf0)
+        .options(syn_options(TS_CLIENT + 5, 0));
+    let syn_ack = Segment::new(VIP, CLIENT)
+        .seq(0x2000_0000)
+        .ack(0x1000_0001)
+        .flags(tcp_flags::SYN | tcp_flags::ACK)
+        .window(0xfe88)
+        .options(syn_options(700_000, TS_CLIENT + 5));
+    let ack = Segment::new(CLIENT, VIP)
+        .seq(0x1000_0001)
+        .ack(0x2000_0001)
+        .window(0x01f6)
+        .options(opt::ts(TS_CLIENT + 6, 700_000));
+    let data = Segment::new(VIP, CLIENT)
+        .seq(0x2000_0001)
+        .ack(0x1000_0001)
+        .window(0x01f6)
+        .options(opt::ts(700_001, TS_CLIENT + 6))
+        .payload(&body(20));
+    let rows = [
+        Fixture {
+            clients: vec![(ckey(), c)],
+            clients_after: vec![(ckey(), c)],
+            ..row(
+                "client SYN on a key with a closing entry: unchanged, options and all",
+                Hook::Ingress,
+                syn.clone(),
+                TC_ACT_OK,
+                syn,
+                (0x8756, 0x3d87),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), c)],
+            clients_after: vec![(ckey(), superseded)],
+            ..row(
+                "the gateway's SYN-ACK on that key: unchanged, the entry superseded",
+                Hook::Egress,
+                syn_ack.clone(),
+                TC_ACT_OK,
+                syn_ack,
+                (0x8756, 0x6b73),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), superseded)],
+            clients_after: vec![(ckey(), superseded)],
+            ..row(
+                "client ACK on a superseded entry: unchanged (no shift, nothing learned)",
+                Hook::Ingress,
+                ack.clone(),
+                TC_ACT_OK,
+                ack,
+                (0x875e, 0x96d1),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), superseded)],
+            clients_after: vec![(ckey(), superseded)],
+            ..row(
+                "gateway data on a superseded entry: unchanged (no shift)",
+                Hook::Egress,
+                data.clone(),
+                TC_ACT_OK,
+                data,
+                (0x874a, 0x6e82),
+            )
+        },
+    ];
+    run_table(&mut dp, "handshake", &rows);
+}
+
 /// Every run counts one packet and its bytes for its interface's slot and
 /// hook, whatever the segment: the counters find the slot in the table the
 /// loader filled (slot 0: the namespace's loopback, where a test run's
