@@ -13,7 +13,7 @@ use std::{
 };
 
 use aya::maps::{HashMap, MapData};
-use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, FlowKey, state};
+use distributor_common::flow::{self, Arm, BackendFlow, ClientFlow, FlowKey, flags, state};
 use serde::Serialize;
 
 use super::stats::{self, StatsError};
@@ -75,7 +75,13 @@ impl ClientRow {
             client: peer(key),
             vip: gateway(key),
             conn_id: f.conn_id,
-            state: state::name(f.state),
+            // The kernel gave the key to a new connection, not yet
+            // registered: the entry translates nothing any more.
+            state: if f.flags & flags::SUPERSEDED == 0 {
+                state::name(f.state)
+            } else {
+                "superseded"
+            },
             bytes_spliced: f.bytes_spliced,
             regions_done: f.regions_done,
             shift: f.shift.spliced,
@@ -539,6 +545,22 @@ mod tests {
         assert_eq!(lines[4], "pending arms (ARMS): 0");
         let v = serde_json::to_value(Flows::from_entries([], [], [])).expect("json");
         assert_eq!(v, json!({"clients": [], "backends": [], "arms": []}));
+    }
+
+    #[test]
+    fn a_superseded_entry_says_so() {
+        let f = ClientFlow {
+            conn_id: 9,
+            flags: flags::SUPERSEDED | flags::TIMESTAMPS,
+            ..ClientFlow::default()
+        };
+        let k = key([198, 51, 100, 2], 41234, [203, 0, 113, 1], 80);
+        assert_eq!(ClientRow::new(&k, &f).state, "superseded");
+        let live = ClientFlow {
+            flags: flags::TIMESTAMPS,
+            ..f
+        };
+        assert_eq!(ClientRow::new(&k, &live).state, "idle");
     }
 
     #[test]
