@@ -34,7 +34,7 @@ use std::{
 };
 
 use tokio::net::TcpStream;
-use tracing::debug;
+use tracing::{debug, warn};
 
 use super::{
     lock,
@@ -70,6 +70,8 @@ struct Closing {
     acked: u64,
     /// When it last moved (or the close began).
     progress_at: Instant,
+    /// `local -> peer`, for the log of a close cut short at stop.
+    name: String,
 }
 
 impl Closing {
@@ -166,11 +168,16 @@ impl Closer {
             .as_ref()
             .and_then(|fd| sockets::info(fd).ok())
             .map_or(0, |i| i.bytes_acked);
+        let name = match (stream.local_addr(), stream.peer_addr()) {
+            (Ok(l), Ok(p)) => format!("{l} -> {p}"),
+            _ => "?".to_owned(),
+        };
         lock(&self.list).push(Closing {
             fd,
             _entry: entry,
             acked,
             progress_at: Instant::now(),
+            name,
         });
         self.added.notify_one();
     }
@@ -209,7 +216,21 @@ impl Closer {
         while self.sweep(false) && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        let left = lock(&self.list).len();
+        let left = {
+            let list = lock(&self.list);
+            for c in list.iter() {
+                let info = c.fd.as_ref().and_then(|fd| sockets::info(fd).ok());
+                warn!(
+                    socket = %c.name,
+                    state = info.as_ref().map(|i| i.state),
+                    unacked = info.as_ref().map(|i| i.unacked),
+                    notsent = info.as_ref().map(|i| i.notsent),
+                    since_progress_ms = c.progress_at.elapsed().as_millis(),
+                    "close cut short at stop"
+                );
+            }
+            list.len()
+        };
         self.sweep(true);
         left
     }
