@@ -245,6 +245,10 @@ const _: () = assert!(size_of::<BackendFlow>() == 80);
 pub struct Arm {
     /// Id echoed in the [`Event`]s of this response.
     pub id: u64,
+    /// The control plane's id of the client connection
+    /// ([`ClientFlow::conn_id`]): the entry under `client` must still be
+    /// that connection's (a client may connect again from the same port).
+    pub conn_id: u64,
     /// The client connection the response goes to.
     pub client: FlowKey,
     /// C's `snd_nxt` as the socket sees it (no shift), host order.
@@ -273,7 +277,7 @@ pub struct Arm {
     /// saturating): [`ClientFlow::c_acked`] once the region starts.
     pub c_acked: u32,
 }
-const _: () = assert!(size_of::<Arm>() == 48);
+const _: () = assert!(size_of::<Arm>() == 56);
 
 /// Event kinds ([`Event::kind`]).
 pub mod event {

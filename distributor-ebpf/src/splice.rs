@@ -608,9 +608,14 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
                     flows::add(counter::NO_PEER, 1);
                     return Ok(TC_ACT_SHOT);
                 };
-                #[expect(clippy::cast_possible_truncation, reason = "the low half")]
                 // SAFETY: a map value, alive while we run.
-                splice_out(&p, b, unsafe { &mut *c }, next as u32)
+                let c = unsafe { &mut *c };
+                if !splices_from(c, &key) {
+                    flows::add(counter::NO_PEER, 1);
+                    return Ok(TC_ACT_SHOT);
+                }
+                #[expect(clippy::cast_possible_truncation, reason = "the low half")]
+                splice_out(&p, b, c, next as u32)
             }
             _ => action(next),
         });
@@ -646,6 +651,16 @@ pub fn ingress(ctx: &TcContext) -> Result<i32, ()> {
     // register.
     stats::bump(reason::PASS_NO_FLOW);
     Ok(TC_ACT_OK)
+}
+
+/// Whether client entry `c` takes a region from the backend connection
+/// `backend` (its ingress key): it is splicing that connection's region
+/// and still describes a live connection. A backend's region outlives its
+/// client when the client resets and connects again from the same port:
+/// the key then holds a superseded entry, or the new connection's.
+#[inline(always)]
+pub fn splices_from(c: &ClientFlow, backend: &FlowKey) -> bool {
+    c.state == state::SPLICING && c.flags & fl::SUPERSEDED == 0 && c.backend == *backend
 }
 
 /// What an ingress step asks for next, in the high half of its `u64`
@@ -939,6 +954,11 @@ fn try_decide(
     };
     // SAFETY: a map value, alive while we run.
     let c = unsafe { &mut *c };
+    // The key may name another connection by now: the client reset this
+    // one and connected again from the same port.
+    if c.conn_id != arm.conn_id || c.flags & fl::SUPERSEDED != 0 {
+        return relay(relay::RELAY_NO_CLIENT);
+    }
     let s0 = b.shift.s_egress_ack(arm.s0);
     if seg.seq != s0 {
         return relay(relay::RELAY_OUT_OF_ORDER);

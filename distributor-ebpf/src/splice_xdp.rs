@@ -113,7 +113,8 @@ fn try_fast_path(ctx: &XdpContext) -> Result<u32, ()> {
     let c = FLOWS_C.get_ptr_mut(b.client).ok_or(())?;
     // SAFETY: as above.
     let c = unsafe { &mut *c };
-    if c.state != state::SPLICING {
+    // Anything else is TC's to drop.
+    if !crate::splice::splices_from(c, &key) {
         return Err(());
     }
     let ts = c.flags & fl::TIMESTAMPS != 0;

@@ -174,6 +174,8 @@ fn idle_backend(spliced: u32) -> BackendFlow {
 fn arm(c0: u32, s0: u32) -> Arm {
     Arm {
         id: 77,
+        // The client entry's (`splicing_client`).
+        conn_id: 9,
         client: ckey(),
         c0,
         s0,
@@ -1549,6 +1551,19 @@ fn handshakes_on_a_closing_entry_pass_untranslated() {
         .window(0x01f6)
         .options(opt::ts(700_001, TS_CLIENT + 6))
         .payload(&body(20));
+    let b = idle_backend(1000);
+    let s_syn = Segment::new(GATEWAY, BACKEND)
+        .seq(0x3000_0000)
+        .ack(0)
+        .flags(tcp_flags::SYN)
+        .window(0xfaf0)
+        .options(syn_options(800_000, 0));
+    let backend_syn_ack = Segment::new(BACKEND, GATEWAY)
+        .seq(0x4000_0000)
+        .ack(0x3000_0001)
+        .flags(tcp_flags::SYN | tcp_flags::ACK)
+        .window(0xfe88)
+        .options(syn_options(S_TS, 800_000));
     let rows = [
         Fixture {
             clients: vec![(ckey(), c)],
@@ -1598,8 +1613,156 @@ fn handshakes_on_a_closing_entry_pass_untranslated() {
                 (0x874a, 0x6e82),
             )
         },
+        Fixture {
+            backends: vec![(bkey(), b)],
+            backends_after: vec![(bkey(), b)],
+            ..row(
+                "the gateway's SYN on a backend key with a closing entry: unchanged",
+                Hook::Egress,
+                s_syn.clone(),
+                TC_ACT_OK,
+                s_syn,
+                (0x6982, 0xa056),
+            )
+        },
+        Fixture {
+            backends: vec![(bkey(), b)],
+            backends_after: vec![(bkey(), b)],
+            ..row(
+                "the backend's SYN-ACK on that key: unchanged, the entry untouched",
+                Hook::Ingress,
+                backend_syn_ack.clone(),
+                TC_ACT_OK,
+                backend_syn_ack,
+                (0x6982, 0x3985),
+            )
+        },
     ];
     run_table(&mut dp, "handshake", &rows);
+}
+
+/// A backend's response outlives its client when the client resets and
+/// connects again from the same port: the client's key then holds a
+/// superseded entry, or the new connection's. Neither takes the old
+/// response: its first segment is relayed to S ("no client"), a region
+/// segment is dropped (S is reset by the control plane).
+#[test]
+fn a_response_never_reaches_another_connection_on_the_same_key() {
+    let mut dp = datapath();
+    let first = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec();
+    let c = idle_client(10_000);
+    let b = idle_backend(1000);
+    let newer = ClientFlow {
+        conn_id: 10,
+        ..idle_client(0)
+    };
+    let superseded = ClientFlow {
+        flags: c.flags | fl::SUPERSEDED,
+        ..c
+    };
+    let first_in = Segment::new(BACKEND, GATEWAY)
+        .seq(1_000_000)
+        .ack(S_SND_NXT)
+        .window(0x0800)
+        .options(opt::ts(200_000, S_TS))
+        .payload(&first);
+    let first_to_s = Segment::new(BACKEND, GATEWAY)
+        .seq(999_000)
+        .ack(S_SND_NXT)
+        .window(0x0800)
+        .options(opt::ts(200_000, S_TS))
+        .payload(&first);
+    let relayed = BackendFlow {
+        ifindex: TEST_IFINDEX,
+        ..b
+    };
+    let region_segment = Segment::new(BACKEND, GATEWAY)
+        .seq(1_002_896)
+        .ack(S_SND_NXT)
+        .window(0x0800)
+        .options(opt::ts(200_150, S_TS))
+        .payload(&body(64));
+    let splicing_superseded = ClientFlow {
+        flags: splicing_client(R1).flags | fl::SUPERSEDED,
+        ..splicing_client(R1)
+    };
+    let rows = [
+        Fixture {
+            clients: vec![(ckey(), newer)],
+            backends: vec![(bkey(), b)],
+            arms: vec![(bkey(), arm(4_990_000, 999_000))],
+            clients_after: vec![(ckey(), newer)],
+            backends_after: vec![(bkey(), relayed)],
+            events: vec![ev(77, event::RELAY, relay::RELAY_NO_CLIENT, 0)],
+            ..row(
+                "first segment, the client's key holds a newer connection: relayed to S",
+                Hook::Ingress,
+                first_in.clone(),
+                TC_ACT_OK,
+                first_to_s.clone(),
+                (0x6962, 0xbd86),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), superseded)],
+            backends: vec![(bkey(), b)],
+            arms: vec![(bkey(), arm(4_990_000, 999_000))],
+            clients_after: vec![(ckey(), superseded)],
+            backends_after: vec![(bkey(), relayed)],
+            events: vec![ev(77, event::RELAY, relay::RELAY_NO_CLIENT, 0)],
+            ..row(
+                "first segment, the client's entry superseded: relayed to S",
+                Hook::Ingress,
+                first_in,
+                TC_ACT_OK,
+                first_to_s,
+                (0x6962, 0xbd86),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), splicing_superseded)],
+            backends: vec![(bkey(), splicing_backend(R1))],
+            clients_after: vec![(ckey(), splicing_superseded)],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    ifindex: TEST_IFINDEX,
+                    ..splicing_backend(R1)
+                },
+            )],
+            counters: Some(vec![(counter::NO_PEER, 1)]),
+            ..row(
+                "region segment, the client's entry superseded: dropped",
+                Hook::Ingress,
+                region_segment.clone(),
+                TC_ACT_SHOT,
+                region_segment.clone(),
+                (0x694a, 0x092d),
+            )
+        },
+        Fixture {
+            clients: vec![(ckey(), newer)],
+            backends: vec![(bkey(), splicing_backend(R1))],
+            clients_after: vec![(ckey(), newer)],
+            backends_after: vec![(
+                bkey(),
+                BackendFlow {
+                    ifindex: TEST_IFINDEX,
+                    ..splicing_backend(R1)
+                },
+            )],
+            counters: Some(vec![(counter::NO_PEER, 1)]),
+            ..row(
+                "region segment, the client's key holds a newer, idle connection: dropped",
+                Hook::Ingress,
+                region_segment.clone(),
+                TC_ACT_SHOT,
+                region_segment,
+                (0x694a, 0x092d),
+            )
+        },
+    ];
+    run_table(&mut dp, "another connection", &rows);
 }
 
 /// Every run counts one packet and its bytes for its interface's slot and

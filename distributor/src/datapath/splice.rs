@@ -270,6 +270,7 @@ impl Splice {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let arm = Arm {
             id,
+            conn_id: client_reg.conn_id,
             client: client_reg.key,
             c0: c.write_seq,
             s0: s.rcv_nxt,
@@ -378,9 +379,13 @@ pub struct ClientReg {
 
 impl ClientReg {
     /// This connection's flow entry as the datapath left it (progress:
-    /// `bytes_spliced`; the region in flight and how far it was sent).
+    /// `bytes_spliced`; the region in flight and how far it was sent);
+    /// `None` once the key holds another connection's (see `Drop`).
     pub fn flow(&self) -> Option<ClientFlow> {
-        lock(&self.splice.flows_c).get(&self.key, 0).ok()
+        lock(&self.splice.flows_c)
+            .get(&self.key, 0)
+            .ok()
+            .filter(|f| f.conn_id == self.conn_id)
     }
 
     /// Closes C (the caller then drops `stream`): a RST when a region is in

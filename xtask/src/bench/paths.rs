@@ -273,6 +273,8 @@ fn measure_here() -> Result<Vec<PathCost>> {
                 flow_key(BACKEND, GATEWAY),
                 Arm {
                     id: 1,
+                    // The client entry's (`client`).
+                    conn_id: 9,
                     client: flow_key(CLIENT, VIP),
                     c0: REGION.c0,
                     s0: REGION.s0,
