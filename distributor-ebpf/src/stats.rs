@@ -35,12 +35,12 @@ fn slot(ifindex: u32) -> Option<u32> {
         // SAFETY: an element of a static. Volatile: the compiler must not
         // fold the zeros the loader replaces.
         let listed = unsafe { core::ptr::read_volatile(&raw const IFINDEXES[i]) };
-        if listed == ifindex {
-            return Some(i as u32);
-        }
         if listed == 0 {
             // The list ends at the first zero (no interface has index 0).
             return None;
+        }
+        if listed == ifindex {
+            return Some(i as u32);
         }
         i += 1;
     }

@@ -6,6 +6,7 @@
 
 use std::{path::Path, process::Command, time::Duration};
 
+use distributor_common::maps::hook;
 use distributor_tests::{Testbed, TestbedConfig, bpftool_dump, pinned_map_id, programs_using_map};
 use serde_json::Value;
 
@@ -149,7 +150,8 @@ fn bpftool_prints_pinned_maps_with_field_names() {
             .expect("ip link");
         let link: Value = serde_json::from_str(&link).expect("ip -json");
         let index = link[0]["ifindex"].as_u64().expect("an ifindex");
-        expected.extend((0..3).map(|hook| (index, hook)));
+        // The xdp mode: every hook attached.
+        expected.extend((0..hook::COUNT).map(|h| (index, u64::from(h))));
     }
     labelled.sort_unstable();
     expected.sort_unstable();

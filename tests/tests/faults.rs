@@ -1967,7 +1967,7 @@ fn get_on(s: &mut TcpStream, target: &str, close: bool) -> (Head, Vec<u8>) {
 #[test]
 fn a_client_connecting_again_from_the_same_port_keeps_its_new_flow_entry() {
     const SIZE: usize = 1 << 20;
-    const ROUNDS: usize = 3;
+    const ROUNDS: usize = 4;
     let bed = testbed(1, vec![SIZE], &[]);
     let _gw = bed
         .start_distributor(&bed.proxy_config("tc", &all_backends(&bed)))
@@ -2003,6 +2003,7 @@ fn a_client_connecting_again_from_the_same_port_keeps_its_new_flow_entry() {
             done_tx.send(got).expect("test thread gone");
         })
         .expect("client thread");
+    let mut conn_ids = Vec::new();
     for round in 0..ROUNDS {
         let local = ready
             .recv_timeout(Duration::from_secs(30))
@@ -2016,18 +2017,23 @@ fn a_client_connecting_again_from_the_same_port_keeps_its_new_flow_entry() {
         // Long past the close poll (10 ms) that finds the old socket done.
         std::thread::sleep(Duration::from_millis(200));
         let flows = bed.flows().expect("distributor flows");
-        assert!(
-            flow_rows(&flows, "clients")
-                .iter()
-                .any(|r| r["client"] == local.to_string()),
-            "round {round}: the new connection from {local} lost its entry: {flows:#}"
-        );
+        let row = flow_rows(&flows, "clients")
+            .iter()
+            .find(|r| r["client"] == local.to_string())
+            .unwrap_or_else(|| {
+                panic!("round {round}: the new connection from {local} lost its entry: {flows:#}")
+            });
+        // The new connection's own registration, not the old entry.
+        assert_eq!(row["state"], "idle", "round {round}: {row:#}");
+        conn_ids.push(row["conn_id"].as_u64().expect("conn_id"));
         go.send(()).expect("client thread gone");
     }
     let got = done
         .recv_timeout(CLIENT_BOUND)
         .expect("the client thread died");
     client.join().expect("client thread");
+    let distinct: BTreeSet<u64> = conn_ids.iter().copied().collect();
+    assert_eq!(distinct.len(), ROUNDS, "{conn_ids:?}");
     assert_eq!(got.len(), 3 * ROUNDS);
     for (i, (head, body)) in got.iter().enumerate() {
         assert_eq!(head.status, 200, "response {i}");
@@ -2042,7 +2048,8 @@ fn a_client_connecting_again_from_the_same_port_keeps_its_new_flow_entry() {
     for rec in &log {
         assert_eq!(rec["error"], Value::Null, "{rec}");
     }
-    // Every SYN the client sent (one per connection) passed untouched.
+    // The client's SYNs (one per connection) passed untouched, counted
+    // with the backends' SYN-ACKs.
     let stats = bed.distributor_stats().expect("stats");
     assert!(
         stats["reasons"]["pass-handshake"].as_u64().unwrap_or(0) > ROUNDS as u64,

@@ -28,6 +28,7 @@
 //! the entry's removal: the caller's descriptor may close after this one.
 
 use std::{
+    net::SocketAddr,
     os::fd::{AsFd as _, AsRawFd as _, OwnedFd},
     sync::Mutex,
     time::{Duration, Instant},
@@ -47,6 +48,9 @@ use super::{
 pub const LINGER: Duration = Duration::from_secs(3);
 /// How often lingering sockets are looked at.
 const POLL: Duration = Duration::from_millis(10);
+/// Closes cut short at stop that get a log line each (the count covers
+/// all).
+const CUT_LOGGED: usize = 16;
 
 /// What a socket's flow entry needs when the control plane is done with it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,8 +74,8 @@ struct Closing {
     acked: u64,
     /// When it last moved (or the close began).
     progress_at: Instant,
-    /// `local -> peer`, for the log of a close cut short at stop.
-    name: String,
+    /// (local, peer), for the log of a close cut short at stop.
+    addrs: Option<(SocketAddr, SocketAddr)>,
 }
 
 impl Closing {
@@ -168,16 +172,13 @@ impl Closer {
             .as_ref()
             .and_then(|fd| sockets::info(fd).ok())
             .map_or(0, |i| i.bytes_acked);
-        let name = match (stream.local_addr(), stream.peer_addr()) {
-            (Ok(l), Ok(p)) => format!("{l} -> {p}"),
-            _ => "?".to_owned(),
-        };
+        let addrs = stream.local_addr().ok().zip(stream.peer_addr().ok());
         lock(&self.list).push(Closing {
             fd,
             _entry: entry,
             acked,
             progress_at: Instant::now(),
-            name,
+            addrs,
         });
         self.added.notify_one();
     }
@@ -216,22 +217,20 @@ impl Closer {
         while self.sweep(false) && Instant::now() < deadline {
             tokio::time::sleep(POLL).await;
         }
-        let left = {
-            let list = lock(&self.list);
-            for c in list.iter() {
-                let info = c.fd.as_ref().and_then(|fd| sockets::info(fd).ok());
-                warn!(
-                    socket = %c.name,
-                    state = info.as_ref().map(|i| i.state),
-                    unacked = info.as_ref().map(|i| i.unacked),
-                    notsent = info.as_ref().map(|i| i.notsent),
-                    since_progress_ms = c.progress_at.elapsed().as_millis(),
-                    "close cut short at stop"
-                );
-            }
-            list.len()
-        };
-        self.sweep(true);
-        left
+        let cut = std::mem::take(&mut *lock(&self.list));
+        for c in cut.iter().take(CUT_LOGGED) {
+            let info = c.fd.as_ref().and_then(|fd| sockets::info(fd).ok());
+            warn!(
+                local = ?c.addrs.map(|a| a.0),
+                peer = ?c.addrs.map(|a| a.1),
+                state = info.map(|i| tcp_state::name(i.state)),
+                unacked = info.map(|i| i.unacked),
+                notsent = info.map(|i| i.notsent),
+                since_progress_ms = c.progress_at.elapsed().as_millis(),
+                "close cut short at stop"
+            );
+        }
+        // Each drops its descriptor, then its entry.
+        cut.len()
     }
 }

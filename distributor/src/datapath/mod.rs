@@ -131,16 +131,21 @@ impl Datapath {
             pin_dir: config.pin_dir.clone(),
             interfaces: Vec::new(),
         };
-        dp.label_counters(&ifindexes)?;
+        dp.label_counters(&ifindexes, config.mode)?;
         dp.attach(config.mode, ifaces)?;
         dp.pin()?;
         Ok(dp)
     }
 
-    /// Names every used entry of the interface counters (all CPUs), before
-    /// any program runs: `bpftool map dump` then shows which interface and
-    /// hook each entry counts.
-    fn label_counters(&mut self, ifindexes: &[u32]) -> Result<(), DatapathError> {
+    /// Names the entries of the interface counters that `mode` uses (all
+    /// CPUs), before any program runs: `bpftool map dump` then shows which
+    /// interface and hook each entry counts, and `distributor stats` lists
+    /// no hook that is not attached.
+    fn label_counters(
+        &mut self,
+        ifindexes: &[u32],
+        mode: DatapathMode,
+    ) -> Result<(), DatapathError> {
         let map = self
             .ebpf
             .map_mut(maps::IFACE_STATS)
@@ -150,7 +155,9 @@ impl Datapath {
         let cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| DatapathError::Counters(format!("{what}: {e}")))?;
         for (slot, &ifindex) in (0..).zip(ifindexes.iter().take_while(|&&i| i != 0)) {
-            for h in 0..hook::COUNT {
+            let hooks =
+                (0..hook::COUNT).filter(|&h| h != hook::XDP_INGRESS || mode == DatapathMode::Xdp);
+            for h in hooks {
                 let values = PerCpuValues::try_from(vec![Counters::labelled(ifindex, h); cpus])
                     .map_err(|e| DatapathError::Counters(e.to_string()))?;
                 stats

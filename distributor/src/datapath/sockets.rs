@@ -32,6 +32,25 @@ pub mod tcp_state {
     pub const CLOSE: u8 = 7;
     /// The peer sent FIN.
     pub const CLOSE_WAIT: u8 = 8;
+
+    /// The kernel's name of `state` (`include/net/tcp_states.h`).
+    #[must_use]
+    pub const fn name(state: u8) -> &'static str {
+        match state {
+            1 => "ESTABLISHED",
+            2 => "SYN_SENT",
+            3 => "SYN_RECV",
+            4 => "FIN_WAIT1",
+            5 => "FIN_WAIT2",
+            TIME_WAIT => "TIME_WAIT",
+            CLOSE => "CLOSE",
+            CLOSE_WAIT => "CLOSE_WAIT",
+            9 => "LAST_ACK",
+            10 => "LISTEN",
+            11 => "CLOSING",
+            _ => "unknown",
+        }
+    }
 }
 
 /// The `TCP_INFO` fields the datapath uses.
