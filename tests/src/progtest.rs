@@ -675,7 +675,11 @@ impl Datapath {
     }
 
     fn stats(&mut self) -> PerCpuArray<&mut MapData, u64> {
-        let name = flow::SPLICE_STATS;
+        self.per_cpu_array(flow::SPLICE_STATS)
+    }
+
+    /// The per-CPU array map `name` of the object.
+    fn per_cpu_array<V: aya::Pod>(&mut self, name: &str) -> PerCpuArray<&mut MapData, V> {
         let map = self
             .ebpf
             .map_mut(name)
@@ -702,12 +706,7 @@ impl Datapath {
     /// summed over CPUs: (packets, bytes).
     pub fn iface_counters(&mut self, slot: u32, hook: u32) -> (u64, u64) {
         let name = maps::IFACE_STATS;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("no map {name} in the object"));
-        let stats: PerCpuArray<_, Counters> =
-            PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"));
+        let stats = self.per_cpu_array::<Counters>(name);
         let index = maps::stats_index(slot, hook);
         let per_cpu = stats
             .get(&index, 0)
@@ -720,13 +719,7 @@ impl Datapath {
     /// over CPUs.
     pub fn reason_count(&mut self, reason: u32) -> u64 {
         let name = maps::REASONS;
-        let map = self
-            .ebpf
-            .map_mut(name)
-            .unwrap_or_else(|| panic!("no map {name} in the object"));
-        let reasons: PerCpuArray<_, u64> =
-            PerCpuArray::try_from(map).unwrap_or_else(|e| panic!("map {name}: {e}"));
-        reasons
+        self.per_cpu_array::<u64>(name)
             .get(&reason, 0)
             .unwrap_or_else(|e| panic!("reading {name}[{reason}]: {e}"))
             .iter()
