@@ -697,24 +697,24 @@ pub fn egress(ctx: &TcContext) -> Result<i32, ()> {
         seg: parse(ctx)?,
     };
     let key = FlowKey::egress(p.seg.saddr, p.seg.daddr, p.seg.sport, p.seg.dport);
+    if p.seg.flags & TH_SYN != 0 {
+        // Never translated (as at ingress). A SYN-ACK on a client key: the
+        // kernel took a new connection there, so the one the entry
+        // describes is over; its shift must not touch the new connection's
+        // segments until the new registration replaces the entry.
+        if let Some(c) = FLOWS_C.get_ptr_mut(key) {
+            // SAFETY: a map value, alive while we run.
+            unsafe { (*c).flags |= fl::SUPERSEDED };
+        }
+        return Ok(TC_ACT_OK);
+    }
     if let Some(c) = FLOWS_C.get_ptr_mut(key) {
         // SAFETY: a map value, alive while we run.
         let c = unsafe { &mut *c };
-        if p.seg.flags & TH_SYN != 0 {
-            // A SYN-ACK on a client key: the kernel took a new connection
-            // there, so the one the entry describes is over; its shift
-            // must not touch the new connection's segments until the new
-            // registration replaces the entry.
-            c.flags |= fl::SUPERSEDED;
-        }
         if c.flags & fl::SUPERSEDED != 0 {
             return Ok(TC_ACT_OK);
         }
         return Ok(client_out(&p, c));
-    }
-    if p.seg.flags & TH_SYN != 0 {
-        // Never translated (as at ingress).
-        return Ok(TC_ACT_OK);
     }
     if let Some(b) = FLOWS_S.get_ptr_mut(key) {
         // SAFETY: as above.

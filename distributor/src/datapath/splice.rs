@@ -382,7 +382,12 @@ impl ClientReg {
     /// `bytes_spliced`; the region in flight and how far it was sent);
     /// `None` once the key holds another connection's (see `Drop`).
     pub fn flow(&self) -> Option<ClientFlow> {
-        lock(&self.splice.flows_c)
+        self.own_entry(&lock(&self.splice.flows_c))
+    }
+
+    /// The entry under this connection's key, if it is this connection's.
+    fn own_entry(&self, flows: &HashMap<MapData, FlowKey, ClientFlow>) -> Option<ClientFlow> {
+        flows
             .get(&self.key, 0)
             .ok()
             .filter(|f| f.conn_id == self.conn_id)
@@ -420,10 +425,7 @@ impl Drop for ClientReg {
         // polls) drops this guard. Only our own entry goes; registration
         // inserts under the same lock, so nothing comes in between.
         let mut flows = lock(&self.splice.flows_c);
-        if flows
-            .get(&self.key, 0)
-            .is_ok_and(|f| f.conn_id == self.conn_id)
-        {
+        if self.own_entry(&flows).is_some() {
             let _ = flows.remove(&self.key);
         }
     }
